@@ -1,0 +1,5 @@
+"""stuck-tasks: close TaskRouter tasks whose voice call already ended."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
