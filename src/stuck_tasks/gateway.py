@@ -1,0 +1,381 @@
+"""The only module that imports twilio: one client, one transport, Twilio objects -> our records.
+
+Every request goes through ``_Transport``, a twilio ``AsyncHttpClient`` on one aiohttp session:
+explicit connect and read timeouts (twilio-python sets none), a connection pool sized to the
+concurrency, the shared ``AdaptiveLimiter``, request counting, and typed errors raised from the
+HTTP answer itself, so a failed list page is as well described as a failed fetch (twilio-python
+raises a bare ``TwilioException`` there). ``base_url`` rewrites scheme and host of every URL,
+next-page URLs included; that is how the emulator and ``--sandbox`` are reached. Nothing else
+differs from a run against twilio.com.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from .decide import read_call_sid
+from .errors import ApiError, AuthError, BadResponse, NotFound, StuckTasksError, TransportError
+from .models import CallFacts, TaskRecord
+from .ratecontrol import AdaptiveLimiter, Metrics, retry_after_seconds
+
+_logger = logging.getLogger("stuck_tasks.http")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Basic-auth credentials: an account SID and auth token, or an API key and secret."""
+
+    username: str
+    password: str = field(repr=False)
+    account_sid: str
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to reach Twilio."""
+
+    credentials: Credentials
+    region: str | None = None
+    edge: str | None = None
+    base_url: str | None = None
+    timeout: float = 15.0
+    pool_size: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A resource known by SID and friendly name (account, workspace)."""
+
+    sid: str
+    friendly_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The task as the update left it."""
+
+    status: str
+    etag: str | None
+
+
+def _error_from(status: int, text: str, headers: Mapping[str, str]) -> ApiError:
+    code: int | None = None
+    message = text.strip()[:200] or "(empty body)"
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw_code = body.get("code")
+        code = raw_code if isinstance(raw_code, int) else None
+        # RFC 9457 bodies (newer Twilio APIs) say "title"/"detail" instead of "message".
+        message = str(body.get("message") or body.get("detail") or body.get("title") or message)
+    cls = ApiError
+    if status in (401, 403):
+        cls = AuthError
+    elif status == 404:
+        cls = NotFound
+    error = cls(status, code, message)
+    error.retry_after = retry_after_seconds(headers)  # type: ignore[attr-defined]
+    return error
+
+
+def _kind(method: str, path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["v1"] and len(parts) >= 2 and parts[1] == "Workspaces":
+        if len(parts) == 2:
+            return "list_workspaces"
+        if len(parts) == 3:
+            return "fetch_workspace"
+        if len(parts) == 4 and parts[3] == "Tasks":
+            return "list_tasks"
+        if len(parts) == 5 and parts[3] == "Tasks":
+            return "update_task" if method == "POST" else "fetch_task"
+    if parts[:1] == ["2010-04-01"]:
+        if len(parts) == 3:
+            return "fetch_account"
+        if len(parts) == 5 and parts[3] == "Calls":
+            return "fetch_call"
+    return "other"
+
+
+def _pairs(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Flatten twilio's params (lists mean repeated keys) into what aiohttp sends."""
+    out: list[tuple[str, str]] = []
+    for key, value in (values or {}).items():
+        items = value if isinstance(value, list | tuple) else [value]
+        out.extend((key, str(item)) for item in items)
+    return out
+
+
+class _Transport(AsyncHttpClient):  # type: ignore[misc]
+    """twilio's async HTTP client seam, with timeouts, pooling, rate control and typed errors."""
+
+    def __init__(self, connection: Connection, limiter: AdaptiveLimiter, metrics: Metrics) -> None:
+        super().__init__(_logger, is_async=True, timeout=connection.timeout)
+        self._connection = connection
+        self._limiter = limiter
+        self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+        base = urlsplit(connection.base_url) if connection.base_url else None
+        self._base = (base.scheme, base.netloc) if base else None
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = self._connection.timeout
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connection.pool_size, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+                ),
+                trust_env=True,  # honour HTTPS_PROXY/NO_PROXY like the sync client does
+            )
+        return self._session
+
+    def _target(self, url: str) -> str:
+        if self._base is None:
+            return url
+        parts = urlsplit(url)
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{self._base[0]}://{self._base[1]}{parts.path}{query}"
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,  # noqa: FBT001, FBT002 - twilio's signature
+    ) -> Response:
+        target = self._target(url)
+        send_headers = dict(headers or {})
+        if auth is not None:
+            send_headers["Authorization"] = aiohttp.BasicAuth(auth[0], auth[1]).encode()
+        kind = _kind(method, urlsplit(target).path)
+        session = self._session_for_loop()
+        ticket = await self._limiter.acquire()
+        throttled = False
+        answer_headers: Mapping[str, str] = {}
+        self._metrics.requests[kind] += 1
+        try:
+            async with session.request(
+                method,
+                target,
+                params=_pairs(params),
+                data=_pairs(data) if method != "GET" else None,
+                headers=send_headers,
+                allow_redirects=False,
+            ) as answer:
+                text = await answer.text()
+                status = answer.status
+                answer_headers = answer.headers
+        except asyncio.TimeoutError as exc:
+            self._metrics.transport_errors += 1
+            raise TransportError(
+                f"no answer from {urlsplit(target).netloc} within {self._connection.timeout:g}s",
+                sent=True,
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            self._metrics.transport_errors += 1
+            raise TransportError(
+                f"cannot connect to {urlsplit(target).netloc}: {exc.os_error.strerror or exc}",
+                sent=False,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            self._metrics.transport_errors += 1
+            raise TransportError(
+                f"connection to {urlsplit(target).netloc} dropped: {type(exc).__name__}", sent=True
+            ) from exc
+        else:
+            throttled = status == 429
+        finally:
+            self._limiter.release(
+                ticket, throttled=throttled, retry_after=retry_after_seconds(answer_headers)
+            )
+        if status == 429:
+            self._metrics.throttled += 1
+        elif status >= 500:
+            self._metrics.server_errors += 1
+        if status >= 400:
+            raise _error_from(status, text, answer_headers)
+        return Response(status, text, answer_headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _aware(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def task_record(instance: Any, etag: str | None = None, *, attributes_known: bool) -> TaskRecord:
+    """Turn a twilio TaskInstance into our record, reading its attributes when we have them."""
+    raw = instance.attributes if attributes_known else None
+    found = read_call_sid(raw) if attributes_known else None
+    return TaskRecord(
+        sid=instance.sid,
+        status=instance.assignment_status,
+        channel=instance.task_channel_unique_name or "",
+        queue=instance.task_queue_friendly_name,
+        date_created=_aware(instance.date_created),
+        date_updated=_aware(instance.date_updated),
+        age=instance.age if isinstance(instance.age, int) else None,
+        attributes_read=attributes_known,
+        call_sid=found if isinstance(found, str) else None,
+        attributes_problem=None if found is None or isinstance(found, str) else found,
+        etag=etag,
+    )
+
+
+def _twilio_errors(exc: Exception) -> StuckTasksError:
+    """Map what twilio raised (when our transport did not answer for it)."""
+    if isinstance(exc, TwilioRestException):
+        return _error_from(exc.status, json.dumps({"code": exc.code, "message": exc.msg}), {})
+    if isinstance(exc, TwilioException):
+        response = exc.args[1] if len(exc.args) > 1 else None
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return _error_from(status, getattr(response, "text", ""), {})
+        return BadResponse(f"Twilio client error: {exc.args[0] if exc.args else exc}")
+    return BadResponse(f"Twilio answered with something that is not JSON ({type(exc).__name__})")
+
+
+class TwilioGateway:
+    """Async access to the few Twilio resources the tool needs, as our own records."""
+
+    def __init__(
+        self, connection: Connection, *, limiter: AdaptiveLimiter, metrics: Metrics
+    ) -> None:
+        self.connection = connection
+        self._transport = _Transport(connection, limiter, metrics)
+        creds = connection.credentials
+        self._client = Client(
+            username=creds.username,
+            password=creds.password,
+            account_sid=creds.account_sid,
+            region=connection.region,
+            edge=connection.edge,
+            http_client=self._transport,
+            environment={"_": ""},  # never let twilio read TWILIO_* from os.environ behind us
+        )
+
+    def __repr__(self) -> str:
+        return f"TwilioGateway(account_sid={self.connection.credentials.account_sid!r})"
+
+    async def aclose(self) -> None:
+        await self._transport.close()
+
+    async def _call(self, op: Callable[[], Any]) -> Any:
+        try:
+            return await op()
+        except StuckTasksError:
+            raise
+        except (TwilioException, ValueError, KeyError, TypeError) as exc:
+            raise _twilio_errors(exc) from exc
+
+    def _workspaces(self) -> Any:
+        return self._client.taskrouter.v1.workspaces
+
+    async def account(self) -> Named:
+        sid = self.connection.credentials.account_sid
+        acct = await self._call(lambda: self._client.api.v2010.accounts(sid).fetch_async())
+        return Named(acct.sid, acct.friendly_name or "")
+
+    async def workspaces(self, friendly_name: str | None = None) -> list[Named]:
+        def op() -> Any:
+            kwargs: dict[str, Any] = {"page_size": 1000}
+            if friendly_name is not None:
+                kwargs["friendly_name"] = friendly_name
+            return self._workspaces().list_async(**kwargs)
+
+        found = await self._call(op)
+        return [Named(ws.sid, ws.friendly_name or "") for ws in found]
+
+    async def workspace(self, sid: str) -> Named:
+        ws = await self._call(lambda: self._workspaces()(sid).fetch_async())
+        return Named(ws.sid, ws.friendly_name or "")
+
+    async def task_pages(
+        self,
+        workspace_sid: str,
+        *,
+        statuses: tuple[str, ...],
+        filters: Mapping[str, str],
+        fetch_page: Callable[[Callable[[], Any]], Any],
+    ) -> AsyncIterator[list[TaskRecord]]:
+        """Yield the open tasks a page at a time, following ``next_page_url`` to the end.
+
+        ``fetch_page`` wraps each page request (the caller's retry policy).
+        """
+        tasks = self._workspaces()(workspace_sid).tasks
+        page = await fetch_page(
+            lambda: self._call(
+                lambda: tasks.page_async(
+                    assignment_status=list(statuses), page_size=1000, **filters
+                )
+            )
+        )
+        while True:
+            # Attributes are null in list results per the spec; read them when present.
+            yield [task_record(t, attributes_known=t.attributes is not None) for t in page]
+            next_url = page.next_page_url
+            if not next_url:
+                return
+            page = await fetch_page(self._next_page(tasks, next_url))
+
+    def _next_page(self, tasks: Any, url: str) -> Callable[[], Any]:
+        return lambda: self._call(lambda: tasks.get_page_async(url))
+
+    async def fetch_task(self, workspace_sid: str, sid: str) -> tuple[TaskRecord, str | None]:
+        """Fetch one task with its attributes and ETag; also returns the task's reason."""
+        context = self._workspaces()(workspace_sid).tasks(sid)
+        answer = await self._call(context.fetch_with_http_info_async)
+        etag = _header(answer.headers, "ETag")
+        return task_record(answer.data, etag, attributes_known=True), answer.data.reason
+
+    async def fetch_call(self, sid: str) -> CallFacts:
+        account = self.connection.credentials.account_sid
+        call = await self._call(
+            lambda: self._client.api.v2010.accounts(account).calls(sid).fetch_async()
+        )
+        return CallFacts(
+            sid=call.sid,
+            status=call.status or "",
+            end_time=_aware(call.end_time),
+            date_updated=_aware(call.date_updated),
+        )
+
+    async def update_task(
+        self, workspace_sid: str, sid: str, *, status: str, reason: str, if_match: str | None
+    ) -> Written:
+        context = self._workspaces()(workspace_sid).tasks(sid)
+        kwargs: dict[str, Any] = {"assignment_status": status, "reason": reason}
+        if if_match is not None:
+            kwargs["if_match"] = if_match
+        answer = await self._call(lambda: context.update_with_http_info_async(**kwargs))
+        return Written(answer.data.assignment_status, _header(answer.headers, "ETag"))

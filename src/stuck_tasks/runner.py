@@ -1,0 +1,500 @@
+"""Plan, then apply, with bounded concurrency and one retry policy.
+
+Reads (list pages, task fetches, call fetches) overlap freely. Writes never start while the
+listing is still paging: how Twilio's page tokens behave while tasks change is undocumented, and
+if they are offsets, closing tasks mid-listing would make later pages skip others.
+
+Every write is conditional: ``If-Match`` carries the ETag of the read the decision was made on.
+A write whose outcome is unknown (timeout, 5xx, dropped connection) is settled by reading the
+task again, never by a blind re-POST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from .decide import decide, needs_call, read_call_sid
+from .errors import ApiError, AuthError, NotFound, StuckTasksError, TransportError
+from .models import (
+    OPEN_STATUSES,
+    VOICE_CHANNEL,
+    Action,
+    ApplyResult,
+    CallFacts,
+    CallMissing,
+    CallResult,
+    Decision,
+    Outcome,
+    Reason,
+    TaskRecord,
+)
+from .ratecontrol import Metrics, RetryPolicy, backoff, retrying
+
+T = TypeVar("T")
+
+
+class Gateway(Protocol):
+    """What the runner needs from Twilio (``gateway.TwilioGateway`` implements it)."""
+
+    def task_pages(
+        self,
+        workspace_sid: str,
+        *,
+        statuses: tuple[str, ...],
+        filters: Mapping[str, str],
+        fetch_page: Callable[[Callable[[], Any]], Any],
+    ) -> Any: ...
+
+    async def fetch_task(self, workspace_sid: str, sid: str) -> tuple[TaskRecord, str | None]: ...
+
+    async def fetch_call(self, sid: str) -> CallFacts: ...
+
+    async def update_task(
+        self, workspace_sid: str, sid: str, *, status: str, reason: str, if_match: str | None
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which tasks a run looks at."""
+
+    workspace_sid: str
+    filters: Mapping[str, str] = field(default_factory=dict)  # twilio list kwargs
+    task_sids: tuple[str, ...] = ()
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How decisions and writes are made."""
+
+    grace: timedelta
+    reason: str  # the Reason text written to each closed task (carries the run id)
+    now: Callable[[], datetime]
+
+
+@dataclass(slots=True)
+class PlanItem:
+    """One examined task: its record, the verdict, the call evidence, and what happened."""
+
+    task: TaskRecord
+    decision: Decision
+    call_status: str | None = None
+    call_ended_at: datetime | None = None
+    result: ApplyResult | None = None
+
+
+@dataclass
+class Plan:
+    """Everything examined so far, in listing order."""
+
+    items: list[PlanItem] = field(default_factory=list)
+    listed: int = 0
+    listing_complete: bool = False
+    planning_complete: bool = False
+
+    @property
+    def to_close(self) -> list[PlanItem]:
+        return [i for i in self.items if i.decision.acts]
+
+    def count(self, action: Action) -> int:
+        return sum(1 for i in self.items if i.decision.action is action)
+
+
+@dataclass
+class Live:
+    """Counters a progress display reads while the run goes on."""
+
+    listed: int = 0
+    examined: int = 0
+    to_close: int = 0
+    settled: int = 0
+    closed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+Listener = Callable[[PlanItem], None]
+
+
+class Runner:
+    """Runs one plan (and, when allowed, its writes) against one workspace."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        scope: Scope,
+        policy: Policy,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        concurrency: int,
+        on_decided: Listener | None = None,
+        on_settled: Listener | None = None,
+    ) -> None:
+        self._gw = gateway
+        self.listing_done = asyncio.Event()
+        self.scope = scope
+        self.policy = policy
+        self.retry = retry
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.plan = Plan()
+        self.live = Live()
+        self.stop_requested = False
+        self.writes_in_flight: set[str] = set()
+        self._calls: dict[str, asyncio.Future[CallResult]] = {}
+        self._on_decided = on_decided
+        self._on_settled = on_settled
+
+    # ---------------------------------------------------------------- control
+
+    def use_gateway(self, gateway: Gateway) -> None:
+        """Each phase of a run has its own event loop, so its own gateway."""
+        self._gw = gateway
+
+    def request_stop(self) -> None:
+        """Ctrl-C: start no new work; what is in flight settles."""
+        self.stop_requested = True
+
+    def _stopping(self) -> bool:
+        return self.stop_requested
+
+    async def _read(self, op: Callable[[], Awaitable[T]]) -> T:
+        return await retrying(
+            op, policy=self.retry, metrics=self.metrics, should_stop=self._stopping
+        )
+
+    # ---------------------------------------------------------------- planning
+
+    async def make_plan(self, *, on_act: Callable[[PlanItem], None] | None = None) -> Plan:
+        """List (or take the given SIDs), read what each task needs, and decide every task.
+
+        ``on_act`` receives each task to close as soon as it is decided (pipelined runs).
+        """
+        queue: asyncio.Queue[TaskRecord | None] = asyncio.Queue(maxsize=self.concurrency * 4)
+        workers = [
+            asyncio.create_task(self._examine_worker(queue, on_act))
+            for _ in range(max(1, self.concurrency))
+        ]
+        try:
+            await self._feed(queue)
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        self.plan.listing_complete = not self.stop_requested
+        if self.plan.listing_complete:
+            self.listing_done.set()  # only a complete listing lets writes start
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+        self.plan.planning_complete = not self.stop_requested
+        return self.plan
+
+    async def _feed(self, queue: asyncio.Queue[TaskRecord | None]) -> None:
+        if self.scope.task_sids:
+            for sid in self.scope.task_sids:
+                if self.stop_requested:
+                    return
+                self.plan.listed += 1
+                self.live.listed += 1
+                # Status unknown until fetched: the examine step reads it.
+                await queue.put(TaskRecord(sid=sid, status="?", channel="?"))
+            return
+        pages = self._gw.task_pages(
+            self.scope.workspace_sid,
+            statuses=OPEN_STATUSES,
+            filters=self.scope.filters,
+            fetch_page=self._read,
+        )
+        limit = self.scope.limit
+        async for page in pages:
+            for record in page:
+                if self.stop_requested or (limit is not None and self.plan.listed >= limit):
+                    return
+                self.plan.listed += 1
+                self.live.listed += 1
+                await queue.put(record)
+
+    async def _examine_worker(
+        self, queue: asyncio.Queue[TaskRecord | None], on_act: Callable[[PlanItem], None] | None
+    ) -> None:
+        while True:
+            record = await queue.get()
+            if record is None:
+                return
+            if self.stop_requested:
+                continue  # drain: not examined
+            item = await self._examine(record)
+            self.plan.items.append(item)
+            self.live.examined += 1
+            if item.decision.acts:
+                self.live.to_close += 1
+            if self._on_decided is not None:
+                self._on_decided(item)
+            if item.decision.acts and on_act is not None:
+                on_act(item)
+
+    async def _examine(self, record: TaskRecord) -> PlanItem:
+        explicit = record.status == "?"
+        wants_attributes = explicit or (
+            record.status in OPEN_STATUSES
+            and record.channel == VOICE_CHANNEL
+            and not record.attributes_read
+        )
+        if wants_attributes:
+            try:
+                record, _ = await self._read(
+                    lambda: self._gw.fetch_task(self.scope.workspace_sid, record.sid)
+                )
+            except NotFound:
+                return PlanItem(record, Decision(Action.LEAVE, Reason.TASK_NOT_FOUND, "404"))
+            except AuthError:
+                raise
+            except StuckTasksError as error:
+                detail = f"task could not be read: {_describe(error)}"
+                return PlanItem(record, Decision(Action.LEAVE, Reason.TASK_FETCH_FAILED, detail))
+        call: CallResult | None = None
+        if needs_call(record) and record.call_sid is not None:
+            call = await self._call_result(record.call_sid)
+        decision = decide(record, call, now=self.policy.now(), grace=self.policy.grace)
+        item = PlanItem(record, decision)
+        if isinstance(call, CallFacts):
+            item.call_status = call.status
+            item.call_ended_at = call.ended_at
+        return item
+
+    async def _call_result(self, sid: str) -> CallResult:
+        """Look a call up once per run, even when several tasks name it."""
+        known = self._calls.get(sid)
+        if known is not None:
+            return await asyncio.shield(known)
+        future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
+        self._calls[sid] = future
+        try:
+            result: CallResult = await self._read(lambda: self._gw.fetch_call(sid))
+        except NotFound as error:
+            result = CallMissing(Reason.CALL_NOT_FOUND, error.code)
+        except ApiError as error:
+            result = CallMissing(Reason.CALL_LOOKUP_FAILED, error.code)
+        except StuckTasksError:
+            result = CallMissing(Reason.CALL_LOOKUP_FAILED, None)
+        future.set_result(result)
+        return result
+
+    # ---------------------------------------------------------------- applying
+
+    async def apply(self, items: Iterable[PlanItem], *, recheck: bool) -> None:
+        """Close the planned tasks. ``recheck`` re-reads each task first (time has passed)."""
+        queue: asyncio.Queue[PlanItem | None] = asyncio.Queue()
+        for item in items:
+            queue.put_nowait(item)
+        await self.drain_writes(queue, recheck=recheck, close_queue=True)
+
+    async def drain_writes(
+        self, queue: asyncio.Queue[PlanItem | None], *, recheck: bool, close_queue: bool
+    ) -> None:
+        """Run write workers over ``queue`` until each of them takes a ``None``."""
+        workers = [
+            asyncio.create_task(self._write_worker(queue, recheck=recheck))
+            for _ in range(max(1, self.concurrency))
+        ]
+        if close_queue:
+            for _ in workers:
+                queue.put_nowait(None)
+        await asyncio.gather(*workers)
+
+    async def _write_worker(self, queue: asyncio.Queue[PlanItem | None], *, recheck: bool) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if self.stop_requested:
+                item.result = ApplyResult(
+                    Outcome.NOT_ATTEMPTED, "interrupted", "the run was interrupted first"
+                )
+            else:
+                self.writes_in_flight.add(item.task.sid)
+                try:
+                    item.result = await self._apply_one(item, recheck=recheck)
+                finally:
+                    self.writes_in_flight.discard(item.task.sid)
+                if item.result.outcome is Outcome.CLOSED:
+                    self.live.closed += 1
+            self.live.settled += 1
+            if self._on_settled is not None:
+                self._on_settled(item)
+
+    async def _apply_one(self, item: PlanItem, *, recheck: bool) -> ApplyResult:
+        task = item.task
+        target = item.decision.action.target_status
+        etag = None if recheck else task.etag
+        attempts = 0
+        sent_once = False
+        while True:
+            if etag is None:
+                settled, etag = await self._reread(
+                    item, target, sent_once=sent_once, attempts=attempts
+                )
+                if settled is not None:
+                    return settled
+            attempts += 1
+            try:
+                written = await self._gw.update_task(
+                    self.scope.workspace_sid,
+                    task.sid,
+                    status=target,
+                    reason=self.policy.reason,
+                    if_match=etag,
+                )
+            except ApiError as error:
+                verdict = _write_refused(error, attempts)
+                if verdict is not None:
+                    return verdict
+                if error.status != 429:
+                    # 5xx: Twilio may or may not have applied it; settle by reading, never re-POST.
+                    sent_once = True
+                    etag = None
+                last: StuckTasksError = error
+            except TransportError as error:
+                if error.sent:  # it may have reached Twilio: settle by reading
+                    sent_once = True
+                    etag = None
+                last = error
+            else:
+                return ApplyResult(
+                    Outcome.CLOSED,
+                    "closed",
+                    f"{task.status} -> {written.status}",
+                    status_after=written.status,
+                    attempts=attempts,
+                )
+            if self.stop_requested and not sent_once:
+                return ApplyResult(
+                    Outcome.NOT_ATTEMPTED,
+                    "interrupted",
+                    "interrupted before Twilio took it",
+                    attempts=attempts,
+                )
+            if attempts >= self.retry.attempts:
+                code = last.code if isinstance(last, ApiError) else None
+                why = _code_why(last) if isinstance(last, ApiError) else "transport"
+                return ApplyResult(
+                    Outcome.FAILED,
+                    why,
+                    f"gave up after {attempts} attempts: {_describe(last)}",
+                    code=code,
+                    attempts=attempts,
+                )
+            await backoff(self.retry, self.metrics, attempts, last)
+
+    async def _reread(
+        self, item: PlanItem, target: str, *, sent_once: bool, attempts: int
+    ) -> tuple[ApplyResult | None, str | None]:
+        """Read the task again before (re)writing. Returns a settled result, or the fresh ETag."""
+        task = item.task
+        try:
+            fresh, reason = await retrying(
+                lambda: self._gw.fetch_task(self.scope.workspace_sid, task.sid),
+                policy=self.retry,
+                metrics=self.metrics,
+            )
+        except NotFound:
+            return _skip("gone-404", "the task no longer exists (404)", attempts), None
+        except StuckTasksError as error:
+            return (
+                ApplyResult(Outcome.FAILED, "recheck-failed", _describe(error), attempts=attempts),
+                None,
+            )
+        if sent_once and fresh.status == target and reason == self.policy.reason:
+            return (
+                ApplyResult(
+                    Outcome.CLOSED,
+                    "closed",
+                    f"{task.status} -> {target} (confirmed by re-read)",
+                    status_after=target,
+                    attempts=attempts,
+                ),
+                None,
+            )
+        if fresh.status != task.status:
+            return (
+                _skip(f"now-{fresh.status}", f"task is now {fresh.status}", attempts, fresh.status),
+                None,
+            )
+        if fresh.call_sid != task.call_sid or fresh.attributes_problem != task.attributes_problem:
+            return _skip("attributes-changed", "the task's call_sid changed", attempts), None
+        return None, fresh.etag or ""
+
+
+def _skip(why: str, detail: str, attempts: int, status_after: str | None = None) -> ApplyResult:
+    return ApplyResult(Outcome.SKIPPED, why, detail, status_after=status_after, attempts=attempts)
+
+
+def _write_refused(error: ApiError, attempts: int) -> ApplyResult | None:
+    """Answers that mean the platform got there first: skipped, not failed."""
+    if error.status == 412 or error.code == 20412:
+        return _skip("changed-412", "the task changed since it was read (412)", attempts)
+    if error.code == 20001:
+        return _skip("refused-20001", f"Twilio refused the transition: {error.message}", attempts)
+    if isinstance(error, NotFound):
+        return _skip("gone-404", "the task no longer exists (404)", attempts)
+    if not error.retryable:
+        return ApplyResult(
+            Outcome.FAILED, _code_why(error), _describe(error), code=error.code, attempts=attempts
+        )
+    return None
+
+
+def _code_why(error: ApiError) -> str:
+    return f"error-{error.code if error.code is not None else error.status}"
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ApiError):
+        return f"HTTP {error.status}, error {error.code}: {error.message}"
+    return str(error) or type(error).__name__
+
+
+def record_from_attributes(record: TaskRecord, attributes: str | None) -> TaskRecord:
+    """Read a task's call_sid from its attributes text (used for saved plans and tests)."""
+    found = read_call_sid(attributes)
+    return replace(
+        record,
+        attributes_read=True,
+        call_sid=found if isinstance(found, str) else None,
+        attributes_problem=None if found is None or isinstance(found, str) else found,
+    )
+
+
+def tally(items: Iterable[PlanItem]) -> dict[str, Counter[str]]:
+    """Counts by action, leave reason, and outcome."""
+    actions: Counter[str] = Counter()
+    left: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for item in items:
+        actions[item.decision.action.value] += 1
+        if not item.decision.acts:
+            left[item.decision.reason.value] += 1
+        elif item.result is not None:
+            outcomes[item.result.outcome.value] += 1
+            if item.result.outcome is Outcome.SKIPPED:
+                skipped[item.result.why] += 1
+            elif item.result.outcome is Outcome.FAILED:
+                failed[item.result.why] += 1
+    return {
+        "actions": actions,
+        "left": left,
+        "outcomes": outcomes,
+        "skipped": skipped,
+        "failed": failed,
+    }
