@@ -14,16 +14,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from . import __version__
+from . import __version__, planfile
 from .audit import AuditLog
 from .errors import ConfigError, NotFound
 from .gateway import Connection, Named, TwilioGateway
+from .guards import Counts, Limits, refusals
 from .ratecontrol import AdaptiveLimiter, Metrics, RetryPolicy, retrying
-from .report import EXIT_INTERRUPTED, render_plan, summary_document, task_line
+from .report import EXIT_INTERRUPTED, EXIT_USAGE, render_plan, summary_document, task_line
 from .runner import Live, PlanItem, Policy, Runner, Scope
 
 T = TypeVar("T")
 WORKSPACE_SID_PREFIX = "WS"
+WARM_UP = 200  # decisions the guards see before a pipelined run's first write
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,16 @@ class Settings:
     dry_run: bool = False
     assume_yes: bool = False
     audit_log: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    save_plan: Path | None = None
+    apply_plan: Path | None = None
+    max_plan_age: timedelta = timedelta(hours=1)
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def writes(self) -> bool:
+        """False for runs that only plan (``--dry-run``, ``--save-plan``)."""
+        return not (self.dry_run or self.save_plan is not None)
 
     @property
     def reason_text(self) -> str:
@@ -70,10 +81,11 @@ class UI(Protocol):
 
 @dataclass
 class Outcome:
-    """What the click layer renders: the summary document and the exit code."""
+    """What the click layer renders: the summary document, the exit code, refusals."""
 
     document: dict[str, Any]
     exit_code: int
+    refusals: list[str] = field(default_factory=list)
 
 
 class Declined(Exception):
@@ -100,6 +112,10 @@ class Run:
         self.audit: AuditLog | None = None
         self.interrupted = False
         self.aborted_in_flight: list[str] = []
+        self.refused: list[str] = []
+        self.aborting = False
+        self._watcher: asyncio.Task[None] | None = None
+        self.saved: planfile.SavedPlan | None = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -139,6 +155,7 @@ class Run:
                         "Press Ctrl-C again to abort at once."
                     )
                 else:
+                    self.aborting = True
                     if self.runner is not None:
                         self.aborted_in_flight = sorted(self.runner.writes_in_flight)
                     me.cancel()
@@ -175,6 +192,8 @@ class Run:
 
     async def _resolve_workspace(self, gateway: TwilioGateway) -> Named:
         wanted = self.settings.workspace
+        if not wanted and self.saved is not None:
+            wanted = self.saved.workspace_sid
         if wanted and wanted.startswith(WORKSPACE_SID_PREFIX) and len(wanted) == 34:
             try:
                 return await self._retrying(lambda: gateway.workspace(wanted))
@@ -235,28 +254,92 @@ class Run:
 
     async def _plan_phase(self, gateway: TwilioGateway, *, pipelined: bool) -> None:
         await self._connect(gateway)
-        self._open_audit()
         self.runner = self._new_runner()
         self.runner.use_gateway(gateway)
+        if self.saved is not None:
+            assert self.account is not None and self.workspace is not None
+            planfile.check_applicable(
+                self.saved,
+                account_sid=self.account.sid,
+                workspace_sid=self.workspace.sid,
+                max_age=self.settings.max_plan_age,
+            )
+            self._open_audit()
+            self.runner.plan.items.extend(self.saved.items)
+            self.runner.plan.listed = len(self.saved.items)
+            self.runner.verify_calls = True
+            return
+        self._open_audit()
         if not pipelined:
             await self.runner.make_plan()
             return
         queue: asyncio.Queue[PlanItem | None] = asyncio.Queue()
         planning = asyncio.create_task(self.runner.make_plan(on_act=queue.put_nowait))
-        listed = asyncio.create_task(self.runner.listing_done.wait())
-        await asyncio.wait({planning, listed}, return_when=asyncio.FIRST_COMPLETED)
-        if planning.done() and planning.exception() is not None:
-            listed.cancel()
-            await planning  # raises
-        writers = asyncio.create_task(
-            self.runner.drain_writes(queue, recheck=False, close_queue=False)
-        )
+        writers: asyncio.Task[None] | None = None
         try:
-            await planning
+            if await self._gate(planning):
+                writers = asyncio.create_task(
+                    self.runner.drain_writes(queue, recheck=False, close_queue=False)
+                )
+            await planning  # raises when the listing failed: no write was started then
+            await self._check_guards()
+        except asyncio.CancelledError:
+            if writers is not None:
+                writers.cancel()
+            raise
         finally:
-            for _ in range(max(1, self.settings.concurrency)):
-                queue.put_nowait(None)
-            await writers
+            if not self.aborting:
+                if writers is None:
+                    self.runner.halted = self.runner.halted or "the plan did not complete"
+                    writers = asyncio.create_task(
+                        self.runner.drain_writes(queue, recheck=False, close_queue=False)
+                    )
+                for _ in range(max(1, self.settings.concurrency)):
+                    queue.put_nowait(None)
+                await writers
+
+    async def _gate(self, planning: asyncio.Task[Any]) -> bool:
+        """Pipelined runs: let writes start once the listing is complete and the guards pass.
+
+        The guards see a warm-up sample first (at least WARM_UP decisions, or all of them);
+        the count guard waits for the whole plan when the listing alone could exceed it.
+        They are checked again while writes go on, and a trip stops every further write.
+        """
+        runner = self.runner
+        assert runner is not None
+        listed = asyncio.create_task(runner.listing_done.wait())
+        await asyncio.wait({listed, planning}, return_when=asyncio.FIRST_COMPLETED)
+        listed.cancel()
+        if not runner.listing_done.is_set():
+            return False  # the listing failed or was interrupted: never write
+        while True:
+            done = planning.done()
+            if await self._check_guards():
+                return False
+            warm = runner.live.examined >= min(runner.live.listed, WARM_UP)
+            small = runner.live.listed <= self.settings.limits.max_changes
+            if done or (warm and small):
+                self._watcher = asyncio.create_task(self._watch_guards(planning))
+                return True
+            await asyncio.sleep(0.02)
+
+    async def _watch_guards(self, planning: asyncio.Task[Any]) -> None:
+        while not planning.done():
+            if await self._check_guards():
+                return
+            await asyncio.sleep(0.1)
+
+    async def _check_guards(self) -> bool:
+        runner = self.runner
+        assert runner is not None
+        if runner.halted is not None and self.refused:
+            return True
+        found = refusals(Counts.of(runner.plan.items), self.settings.limits)
+        if found:
+            self.refused = found
+            runner.halted = "refused by a guard: " + "; ".join(found)
+            return True
+        return False
 
     async def _apply_phase(self, gateway: TwilioGateway) -> None:
         assert self.runner is not None
@@ -268,7 +351,7 @@ class Run:
     def _open_audit(self) -> None:
         s = self.settings
         path = s.audit_log
-        if path is None and not s.dry_run:
+        if path is None and s.writes:
             path = Path(f"stuck-tasks-audit-{s.run_id}.jsonl")
         if path is None:
             return
@@ -287,45 +370,81 @@ class Run:
             "account_name": self.account.friendly_name if self.account else None,
             "workspace_sid": self.workspace.sid if self.workspace else None,
             "workspace_name": self.workspace.friendly_name if self.workspace else None,
-            "dry_run": s.dry_run,
+            "dry_run": not s.writes,
             "options": s.options,
         }
 
     def _decided(self, item: PlanItem) -> None:
         if not item.decision.acts and self.audit is not None:
-            self.audit.write(task_line(item, at=utcnow(), dry_run=self.settings.dry_run))
+            self.audit.write(task_line(item, at=utcnow(), dry_run=not self.settings.writes))
 
     def _settled(self, item: PlanItem) -> None:
         if self.audit is not None:
-            self.audit.write(task_line(item, at=utcnow(), dry_run=self.settings.dry_run))
+            self.audit.write(task_line(item, at=utcnow(), dry_run=not self.settings.writes))
 
     # ------------------------------------------------------------ the whole run
 
     def execute(self) -> Outcome:
         s = self.settings
-        pipelined = s.assume_yes and not s.dry_run
+        if s.apply_plan is not None:
+            self.saved = planfile.load(s.apply_plan)
+        pipelined = s.assume_yes and s.writes and self.saved is None
         exit_code: int | None = None
         try:
             try:
                 self._phase(lambda gw: self._plan_phase(gw, pipelined=pipelined), "plan")
             except asyncio.CancelledError:
                 self.interrupted = True
-            runner = self.runner
-            if runner is not None and not pipelined and not self.interrupted:
-                self.ui.show_plan(render_plan(runner.plan.items, now=utcnow()))
-                if not s.dry_run and runner.plan.to_close:
-                    if not self._confirmed(len(runner.plan.to_close)):
-                        exit_code = 0
-                    else:
-                        try:
-                            self._phase(self._apply_phase, "apply")
-                        except asyncio.CancelledError:
-                            self.interrupted = True
+            if self.refused:
+                exit_code = EXIT_USAGE
+            elif self.runner is not None and not pipelined and not self.interrupted:
+                exit_code = self._after_planning()
         finally:
             document = self._finish(exit_code)
             if self.audit is not None:
                 self.audit.close()
-        return Outcome(document, document["exit_code"])
+        return Outcome(document, document["exit_code"], list(self.refused))
+
+    def _after_planning(self) -> int | None:
+        """Show the plan, check the guards, save or confirm, then apply."""
+        runner = self.runner
+        assert runner is not None
+        s = self.settings
+        assert self.account is not None and self.workspace is not None
+        target = (
+            f"workspace {self.workspace.friendly_name!r} ({self.workspace.sid}) of account "
+            f"{self.account.friendly_name!r} ({self.account.sid})"
+        )
+        self.ui.show_plan(render_plan(runner.plan.items, now=utcnow(), target=target))
+        found = refusals(Counts.of(runner.plan.items), s.limits) if s.writes else []
+        if found:
+            self.refused = found
+            return EXIT_USAGE
+        if s.save_plan is not None:
+            assert self.account is not None and self.workspace is not None
+            planfile.save(
+                s.save_plan,
+                planfile.SavedPlan(
+                    run_id=s.run_id,
+                    created_at=utcnow(),
+                    account_sid=self.account.sid,
+                    workspace_sid=self.workspace.sid,
+                    workspace_name=self.workspace.friendly_name,
+                    grace_seconds=s.grace.total_seconds(),
+                    items=runner.plan.items,
+                ),
+            )
+            self.ui.info(f"Plan saved to {s.save_plan}; apply it with --apply-plan {s.save_plan}")
+            return None
+        if s.dry_run or not runner.plan.to_close:
+            return None
+        if not self._confirmed(len(runner.plan.to_close)):
+            return None
+        try:
+            self._phase(self._apply_phase, "apply")
+        except asyncio.CancelledError:
+            self.interrupted = True
+        return None
 
     def _confirmed(self, count: int) -> bool:
         assert self.account is not None and self.workspace is not None
@@ -350,7 +469,7 @@ class Run:
         now = utcnow()
         lines = []
         for item in items:
-            line = task_line(item, at=now, dry_run=self.settings.dry_run)
+            line = task_line(item, at=now, dry_run=not self.settings.writes)
             if item.decision.acts and item.result is None and self.audit is not None:
                 self.audit.write(line)
             lines.append(line)

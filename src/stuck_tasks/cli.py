@@ -278,6 +278,42 @@ def _run_id() -> str:
     help="Write the JSON Lines audit log here (default: ./stuck-tasks-audit-RUN.jsonl).",
 )
 @click.option(
+    "--save-plan",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the plan (tasks to close, with evidence) to FILE and change nothing.",
+)
+@click.option(
+    "--apply-plan",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Act on exactly the tasks of a saved plan, re-checking each one first.",
+)
+@click.option(
+    "--max-plan-age",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="Refuse a saved plan older than this.",
+)
+@click.option(
+    "--max-changes",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Refuse to apply a plan that closes more tasks than this.",
+)
+@click.option(
+    "--max-lookup-failures",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Refuse when more than this share of call lookups failed (API unhealthy).",
+)
+@click.option(
+    "--allow-missing-calls",
+    is_flag=True,
+    help="Do not refuse when nearly every call lookup is a 404 (wrong account?).",
+)
+@click.option(
     "--summarize",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Re-print the summary of a past run from its audit log; needs no credentials.",
@@ -342,6 +378,8 @@ def _main(options: dict[str, Any]) -> int:
     finally:
         if sandbox is not None:
             sandbox.stop()
+    for line in outcome.refusals:
+        _fail(f"refused: {line}", EXIT_USAGE)
     _render(outcome.document, as_json=options["as_json"])
     return outcome.exit_code
 
@@ -408,6 +446,7 @@ def _start_sandbox(options: dict[str, Any]) -> Any:
 def _settings(options: dict[str, Any]) -> Any:
     from .app import Settings
     from .gateway import Connection, Credentials
+    from .guards import Limits
 
     account_sid = options["account_sid"]
     api_key, api_secret, token = options["api_key"], options["api_secret"], options["auth_token"]
@@ -428,6 +467,10 @@ def _settings(options: dict[str, Any]) -> Any:
             "(or TWILIO_API_KEY and TWILIO_API_SECRET with TWILIO_ACCOUNT_SID) in the "
             "environment or ./.env, or try it with --sandbox"
         )
+    if options["save_plan"] and options["apply_plan"]:
+        raise ConfigError("--save-plan and --apply-plan do not go together: save first, then apply")
+    if options["apply_plan"] and (options["task_sids"] or options["dry_run"]):
+        raise ConfigError("--apply-plan acts on the saved plan's tasks; drop --task and --dry-run")
     if bool(options["region"]) != bool(options["edge"]):
         raise ConfigError(
             "set --region and --edge together (TWILIO_REGION and TWILIO_EDGE), e.g. ie1 and dublin"
@@ -462,6 +505,14 @@ def _settings(options: dict[str, Any]) -> Any:
         dry_run=options["dry_run"],
         assume_yes=options["assume_yes"],
         audit_log=options["audit_log"],
+        limits=Limits(
+            max_changes=options["max_changes"],
+            max_lookup_failure_share=options["max_lookup_failures"],
+            allow_missing_calls=options["allow_missing_calls"],
+        ),
+        save_plan=options["save_plan"],
+        apply_plan=options["apply_plan"],
+        max_plan_age=options["max_plan_age"],
         options=shown,
     )
 

@@ -12,6 +12,7 @@ differs from a run against twilio.com.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -93,6 +94,11 @@ def _error_from(status: int, text: str, headers: Mapping[str, str]) -> ApiError:
     return error
 
 
+def _basic_auth(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode("latin-1")).decode("ascii")
+    return f"Basic {token}"
+
+
 def _kind(method: str, path: str) -> str:
     parts = [p for p in path.split("/") if p]
     if parts[:1] == ["v1"] and len(parts) >= 2 and parts[1] == "Workspaces":
@@ -166,7 +172,7 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]
         target = self._target(url)
         send_headers = dict(headers or {})
         if auth is not None:
-            send_headers["Authorization"] = aiohttp.BasicAuth(auth[0], auth[1]).encode()
+            send_headers["Authorization"] = _basic_auth(*auth)
         kind = _kind(method, urlsplit(target).path)
         session = self._session_for_loop()
         ticket = await self._limiter.acquire()

@@ -12,7 +12,7 @@ LIVE_CALL_STATUSES = frozenset({"queued", "ringing", "in-progress"})
 VOICE_CHANNEL = "voice"
 
 
-class Action(str, enum.Enum):
+class Action(enum.Enum):
     """What the tool does with one task."""
 
     CANCEL = "cancel"
@@ -29,7 +29,7 @@ class Action(str, enum.Enum):
         raise ValueError("LEAVE writes nothing")
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.Enum):
     """Why a task gets its action. Values are stable codes used in JSON and audit logs."""
 
     CALL_ENDED = "call-ended"
@@ -134,7 +134,7 @@ class Decision:
         return self.action is not Action.LEAVE
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.Enum):
     """What happened when the tool tried to act on a planned task."""
 
     CLOSED = "closed"

@@ -146,13 +146,13 @@ def _label(code: str) -> str:
         return code
 
 
-def render_plan(items: list[PlanItem], *, now: datetime, sample: int = 10) -> str:
-    """Counts by action and reason, then a sample of the tasks to close."""
+def render_plan(items: list[PlanItem], *, now: datetime, target: str, sample: int = 10) -> str:
+    """Where, counts by action and reason, then a sample of the tasks to close."""
     acts = [i for i in items if i.decision.acts]
     cancel = sum(1 for i in acts if i.decision.action is Action.CANCEL)
     left = Counter(i.decision.reason.value for i in items if not i.decision.acts)
     out = [
-        f"Plan: {len(items)} open tasks examined",
+        f"Plan for {target}: {len(items)} open tasks examined",
         f"  to close  {len(acts):>6}  (cancel {cancel}, complete {len(acts) - cancel})",
         f"  to leave  {sum(left.values()):>6}",
     ]

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from .decide import decide, needs_call, read_call_sid
+from .decide import decide, needs_call
 from .errors import ApiError, AuthError, NotFound, StuckTasksError, TransportError
 from .models import (
     OPEN_STATUSES,
@@ -147,6 +146,9 @@ class Runner:
         self.plan = Plan()
         self.live = Live()
         self.stop_requested = False
+        self.listing_repeats = 0
+        self.halted: str | None = None  # a guard tripped: no further writes
+        self.verify_calls = False  # saved plans: re-check the call before each write
         self.writes_in_flight: set[str] = set()
         self._calls: dict[str, asyncio.Future[CallResult]] = {}
         self._on_decided = on_decided
@@ -215,10 +217,16 @@ class Runner:
             fetch_page=self._read,
         )
         limit = self.scope.limit
+        seen: set[str] = set()
         async for page in pages:
             for record in page:
                 if self.stop_requested or (limit is not None and self.plan.listed >= limit):
                     return
+                if record.sid in seen:
+                    # A page token that repeats items (undocumented behaviour): examine once.
+                    self.listing_repeats += 1
+                    continue
+                seen.add(record.sid)
                 self.plan.listed += 1
                 self.live.listed += 1
                 await queue.put(record)
@@ -320,6 +328,8 @@ class Runner:
                 item.result = ApplyResult(
                     Outcome.NOT_ATTEMPTED, "interrupted", "the run was interrupted first"
                 )
+            elif self.halted is not None:
+                item.result = ApplyResult(Outcome.NOT_ATTEMPTED, "guard-refused", self.halted)
             else:
                 self.writes_in_flight.add(item.task.sid)
                 try:
@@ -431,6 +441,11 @@ class Runner:
             )
         if fresh.call_sid != task.call_sid or fresh.attributes_problem != task.attributes_problem:
             return _skip("attributes-changed", "the task's call_sid changed", attempts), None
+        if self.verify_calls and not sent_once:
+            call = await self._call_result(fresh.call_sid) if fresh.call_sid else None
+            again = decide(fresh, call, now=self.policy.now(), grace=self.policy.grace)
+            if again.action is not item.decision.action:
+                return _skip("no-longer-stuck", again.detail, attempts), None
         return None, fresh.etag or ""
 
 
@@ -461,40 +476,3 @@ def _describe(error: Exception) -> str:
     if isinstance(error, ApiError):
         return f"HTTP {error.status}, error {error.code}: {error.message}"
     return str(error) or type(error).__name__
-
-
-def record_from_attributes(record: TaskRecord, attributes: str | None) -> TaskRecord:
-    """Read a task's call_sid from its attributes text (used for saved plans and tests)."""
-    found = read_call_sid(attributes)
-    return replace(
-        record,
-        attributes_read=True,
-        call_sid=found if isinstance(found, str) else None,
-        attributes_problem=None if found is None or isinstance(found, str) else found,
-    )
-
-
-def tally(items: Iterable[PlanItem]) -> dict[str, Counter[str]]:
-    """Counts by action, leave reason, and outcome."""
-    actions: Counter[str] = Counter()
-    left: Counter[str] = Counter()
-    outcomes: Counter[str] = Counter()
-    skipped: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
-    for item in items:
-        actions[item.decision.action.value] += 1
-        if not item.decision.acts:
-            left[item.decision.reason.value] += 1
-        elif item.result is not None:
-            outcomes[item.result.outcome.value] += 1
-            if item.result.outcome is Outcome.SKIPPED:
-                skipped[item.result.why] += 1
-            elif item.result.outcome is Outcome.FAILED:
-                failed[item.result.why] += 1
-    return {
-        "actions": actions,
-        "left": left,
-        "outcomes": outcomes,
-        "skipped": skipped,
-        "failed": failed,
-    }
