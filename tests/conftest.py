@@ -55,13 +55,19 @@ class World:
         values.update(extra)
         return values
 
-    def invoke(self, *args: str, input: str | None = None, **env: str | None) -> Result:  # noqa: A002
+    def invoke(self, *args: str, input: str | None = None, **env: str | None) -> Result:
         """Run the command in-process through click's CliRunner."""
-        return CliRunner().invoke(cli, list(args), env=self.env(**env), input=input, catch_exceptions=False)
+        return CliRunner().invoke(
+            cli, list(args), env=self.env(**env), input=input, catch_exceptions=False
+        )
 
-    def subprocess(self, *args: str, timeout: float = 120, **env: str | None) -> subprocess.CompletedProcess[str]:
+    def subprocess(
+        self, *args: str, timeout: float = 120, **env: str | None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the installed console script, as a person would."""
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STUCK_TASKS_"))}
+        full = {
+            k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STUCK_TASKS_"))
+        }
         full.update({k: v for k, v in self.env(**env).items() if v is not None})
         return subprocess.run(
             [stuck_tasks_command(), *args],
@@ -86,13 +92,21 @@ def stuck_tasks_command() -> str:
     return str(candidate) if candidate.exists() else "stuck-tasks"
 
 
-def make_world(faults: Faults | None = None, *, n_tasks: int = 0, seed: int = 0, **seed_args: Any) -> World:
+def make_world(
+    faults: Faults | None = None, *, n_tasks: int = 0, seed: int = 0, **seed_args: Any
+) -> World:
     emu = Emulator(faults)
     account = emu.add_account(friendly_name="Acme Contact Center")
     workspace = emu.add_workspace(account.sid, friendly_name="Acme Support")
-    report = seed_outage(emu, account.sid, workspace.sid, n_tasks=n_tasks, seed=seed, **seed_args) if n_tasks else None
+    report = (
+        seed_outage(emu, account.sid, workspace.sid, n_tasks=n_tasks, seed=seed, **seed_args)
+        if n_tasks
+        else None
+    )
     emu.start()
-    return World(emu, account.sid, account.auth_token, workspace.sid, workspace.friendly_name, report)
+    return World(
+        emu, account.sid, account.auth_token, workspace.sid, workspace.friendly_name, report
+    )
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ SCENARIOS: dict[str, Faults] = {
     "drop before write": replace(BASE, drop_before_write_rate=0.3),
     "drop after write": replace(BASE, drop_after_write_rate=0.3),
     "500 after write": replace(BASE, error_after_write_rate=0.3),
-    "latency jitter and spikes": replace(BASE, latency=0.005, latency_jitter=0.02, spike_rate=0.05, spike_latency=1.5),
+    "latency jitter and spikes": replace(
+        BASE, latency=0.005, latency_jitter=0.02, spike_rate=0.05, spike_latency=1.5
+    ),
     "platform events": replace(BASE, platform_event_rate=0.08),
     "everything at once": replace(
         BASE,
@@ -49,7 +51,17 @@ SCENARIOS: dict[str, Faults] = {
 }
 
 # --timeout 1 makes latency spikes (1.5 s) real timeouts, so they exercise the retry path.
-ARGS = ("--yes", "--json", "--quiet", "--concurrency", "12", "--timeout", "1", "--max-changes", "100000")
+ARGS = (
+    "--yes",
+    "--json",
+    "--quiet",
+    "--concurrency",
+    "12",
+    "--timeout",
+    "1",
+    "--max-changes",
+    "100000",
+)
 
 
 @dataclass

@@ -18,7 +18,15 @@ def read_lines(path) -> list[dict]:
 def test_audit_log_matches_the_emulator_line_for_line_and_holds_no_secret(outage: World, tmp_path):
     key = outage.emu.add_api_key(outage.account_sid)
     audit = tmp_path / "audit.jsonl"
-    result = outage.invoke("--yes", "--json", "--audit-log", str(audit), TWILIO_AUTH_TOKEN=None, TWILIO_API_KEY=key.sid, TWILIO_API_SECRET=key.secret)
+    result = outage.invoke(
+        "--yes",
+        "--json",
+        "--audit-log",
+        str(audit),
+        TWILIO_AUTH_TOKEN=None,
+        TWILIO_API_KEY=key.sid,
+        TWILIO_API_SECRET=key.secret,
+    )
     assert result.exit_code == 0, result.stderr
     text = audit.read_text()
     assert key.secret not in text
@@ -35,10 +43,30 @@ def test_audit_log_matches_the_emulator_line_for_line_and_holds_no_secret(outage
     assert len(tasks) == json_out(result)["examined"] == len({t["task_sid"] for t in tasks})
     closed = {t["task_sid"] for t in tasks if t["outcome"] == "closed"}
     assert closed == {m.task_sid for m in outage.emu.mutations}
-    posts = {r.path.rsplit("/", 1)[1] for r in outage.emu.request_log if r.method == "POST" and r.status == 200}
+    posts = {
+        r.path.rsplit("/", 1)[1]
+        for r in outage.emu.request_log
+        if r.method == "POST" and r.status == 200
+    }
     assert closed == posts
     for t in tasks:
-        for key_name in ("time", "task_sid", "status_before", "channel", "queue", "age_seconds", "call_sid", "call_status", "call_ended_at", "decision", "reason", "outcome", "error_code", "attempts", "status_after"):
+        for key_name in (
+            "time",
+            "task_sid",
+            "status_before",
+            "channel",
+            "queue",
+            "age_seconds",
+            "call_sid",
+            "call_status",
+            "call_ended_at",
+            "decision",
+            "reason",
+            "outcome",
+            "error_code",
+            "attempts",
+            "status_after",
+        ):
             assert key_name in t
     # The run id ties TaskRouter's own history to this log.
     for m in outage.emu.mutations:
@@ -67,10 +95,24 @@ def test_dry_run_with_audit_log_records_a_preview(outage: World, tmp_path):
 def test_summarize_reproduces_the_run_summary(outage: World, tmp_path):
     audit = tmp_path / "a.jsonl"
     run = outage.invoke("--yes", "--json", "--audit-log", str(audit))
-    again = outage.invoke("--summarize", str(audit), "--json", TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None)
+    again = outage.invoke(
+        "--summarize", str(audit), "--json", TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None
+    )
     assert again.exit_code == 0, again.stderr
     first, second = json_out(run), json_out(again)
-    for key in ("run_id", "status", "exit_code", "examined", "to_close", "closed", "skipped", "failed", "left", "not_attempted", "api"):
+    for key in (
+        "run_id",
+        "status",
+        "exit_code",
+        "examined",
+        "to_close",
+        "closed",
+        "skipped",
+        "failed",
+        "left",
+        "not_attempted",
+        "api",
+    ):
         assert first[key] == second[key], key
     text = outage.invoke("--summarize", str(audit))
     assert text.exit_code == 0
@@ -97,7 +139,11 @@ def test_saved_plan_then_apply_skips_what_changed_in_between(outage: World, tmp_
     to_close = [t["task_sid"] for t in document["tasks"]]
     assert to_close
     changed = to_close[0]
-    wrapping = next(t["task_sid"] for t in document["tasks"] if t["status"] == "assigned" and t["task_sid"] != changed)
+    wrapping = next(
+        t["task_sid"]
+        for t in document["tasks"]
+        if t["status"] == "assigned" and t["task_sid"] != changed
+    )
     outage.emu.platform_close(changed)
     outage.emu.platform_wrap(wrapping)
     result = outage.invoke("--apply-plan", str(plan), "--yes", "--json", TWILIO_WORKSPACE_SID=None)
@@ -174,7 +220,9 @@ def test_calls_of_another_account_refuse_and_the_override_works(world: World):
     other = world.emu.add_account(friendly_name="Subaccount")
     for _ in range(30):
         call = world.emu.add_call(other.sid, status="completed", ended_ago=timedelta(minutes=30))
-        world.emu.add_task(world.workspace_sid, status="pending", channel="voice", attributes={"call_sid": call})
+        world.emu.add_task(
+            world.workspace_sid, status="pending", channel="voice", attributes={"call_sid": call}
+        )
     result = world.invoke("--yes")
     assert result.exit_code == 2
     assert "not found" in result.stderr
@@ -186,8 +234,12 @@ def test_calls_of_another_account_refuse_and_the_override_works(world: World):
 
 
 def test_the_prompt_names_account_and_workspace(world: World):
-    call = world.emu.add_call(world.account_sid, status="completed", ended_ago=timedelta(minutes=30))
-    world.emu.add_task(world.workspace_sid, status="pending", channel="voice", attributes={"call_sid": call})
+    call = world.emu.add_call(
+        world.account_sid, status="completed", ended_ago=timedelta(minutes=30)
+    )
+    world.emu.add_task(
+        world.workspace_sid, status="pending", channel="voice", attributes={"call_sid": call}
+    )
     result = world.invoke("--dry-run")
     assert result.exit_code == 0
     assert "Acme Support" in result.stdout

@@ -20,7 +20,9 @@ def one_line(text: str) -> bool:
 
 def stuck_task(world: World) -> str:
     call = world.emu.add_call(world.account_sid, status="completed", ended_ago=timedelta(minutes=9))
-    return world.emu.add_task(world.workspace_sid, status="pending", channel="voice", attributes={"call_sid": call})
+    return world.emu.add_task(
+        world.workspace_sid, status="pending", channel="voice", attributes={"call_sid": call}
+    )
 
 
 def test_wrong_credentials(world: World):
@@ -34,7 +36,13 @@ def test_wrong_credentials(world: World):
 
 def test_api_key_without_account_sid(world: World):
     key = world.emu.add_api_key(world.account_sid)
-    result = world.invoke("--yes", TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None, TWILIO_API_KEY=key.sid, TWILIO_API_SECRET=key.secret)
+    result = world.invoke(
+        "--yes",
+        TWILIO_ACCOUNT_SID=None,
+        TWILIO_AUTH_TOKEN=None,
+        TWILIO_API_KEY=key.sid,
+        TWILIO_API_SECRET=key.secret,
+    )
     assert result.exit_code == 2
     assert one_line(result.stderr), result.stderr
     assert "TWILIO_ACCOUNT_SID" in result.stderr
@@ -78,21 +86,25 @@ def free_port() -> int:
 
 
 def test_api_unreachable_connection_refused(world: World):
-    result = world.invoke("--yes", "--deadline", "20s", STUCK_TASKS_BASE_URL=f"http://127.0.0.1:{free_port()}")
+    result = world.invoke(
+        "--yes", "--deadline", "20s", STUCK_TASKS_BASE_URL=f"http://127.0.0.1:{free_port()}"
+    )
     assert result.exit_code == 1
     assert one_line(result.stderr), result.stderr
     assert "cannot connect" in result.stderr
 
 
 def test_api_unreachable_name_not_resolved(world: World):
-    result = world.invoke("--yes", "--deadline", "20s", STUCK_TASKS_BASE_URL="http://no-such-host.invalid")
+    result = world.invoke(
+        "--yes", "--deadline", "20s", STUCK_TASKS_BASE_URL="http://no-such-host.invalid"
+    )
     assert result.exit_code == 1
     assert one_line(result.stderr), result.stderr
     assert "no-such-host.invalid" in result.stderr
 
 
 class _HtmlHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = b"<html><body>Bad gateway? No: a captive portal.</body></html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -109,9 +121,12 @@ def test_a_response_that_is_not_json(world: World):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        result = world.invoke("--yes", STUCK_TASKS_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}")
+        result = world.invoke(
+            "--yes", STUCK_TASKS_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}"
+        )
     finally:
         server.shutdown()
+        server.server_close()
     assert result.exit_code == 1
     assert one_line(result.stderr), result.stderr
     assert "not JSON" in result.stderr
@@ -155,7 +170,9 @@ def test_an_env_file_that_does_not_parse(world: World, tmp_path):
 
 def test_flag_beats_environment_beats_env_file(world: World, tmp_path):
     task = stuck_task(world)
-    (tmp_path / ".env").write_text(f"TWILIO_AUTH_TOKEN=wrong-token-from-file\nTWILIO_WORKSPACE_SID={world.workspace_sid}\n")
+    (tmp_path / ".env").write_text(
+        f"TWILIO_AUTH_TOKEN=wrong-token-from-file\nTWILIO_WORKSPACE_SID={world.workspace_sid}\n"
+    )
     # The real environment's (right) token beats the file's.
     result = world.invoke("--dry-run", TWILIO_WORKSPACE_SID=None)
     assert result.exit_code == 0, result.stderr
@@ -163,7 +180,9 @@ def test_flag_beats_environment_beats_env_file(world: World, tmp_path):
     result = world.invoke("--dry-run", TWILIO_AUTH_TOKEN=None, TWILIO_WORKSPACE_SID=None)
     assert result.exit_code == 2
     # A flag beats both.
-    result = world.invoke("--yes", "--json", "--auth-token", world.auth_token, TWILIO_AUTH_TOKEN="x" * 32)
+    result = world.invoke(
+        "--yes", "--json", "--auth-token", world.auth_token, TWILIO_AUTH_TOKEN="x" * 32
+    )
     assert result.exit_code == 0, result.stderr
     assert json_out(result)["closed"] == 1
     assert world.emu.task(task).status == "canceled"
@@ -172,13 +191,25 @@ def test_flag_beats_environment_beats_env_file(world: World, tmp_path):
 def test_an_explicit_env_file(world: World, tmp_path):
     stuck_task(world)
     path = tmp_path / "prod.env"
-    path.write_text(f"TWILIO_ACCOUNT_SID={world.account_sid}\nTWILIO_AUTH_TOKEN={world.auth_token}\n")
-    result = world.invoke("--dry-run", "--env-file", str(path), TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None)
+    path.write_text(
+        f"TWILIO_ACCOUNT_SID={world.account_sid}\nTWILIO_AUTH_TOKEN={world.auth_token}\n"
+    )
+    result = world.invoke(
+        "--dry-run", "--env-file", str(path), TWILIO_ACCOUNT_SID=None, TWILIO_AUTH_TOKEN=None
+    )
     assert result.exit_code == 0, result.stderr
 
 
 def test_attributes_of_every_wrong_shape_are_left_with_their_reason(world: World):
-    for raw in ['{"call_sid": "CA', "[1,2]", "3.5", '{"call_sid": 12}', '{"call_sid": ["CA"]}', "null", ""]:
+    for raw in [
+        '{"call_sid": "CA',
+        "[1,2]",
+        "3.5",
+        '{"call_sid": 12}',
+        '{"call_sid": ["CA"]}',
+        "null",
+        "",
+    ]:
         world.emu.add_task(world.workspace_sid, status="assigned", channel="voice", attributes=raw)
     result = world.invoke("--yes", "--json")
     assert result.exit_code == 0, result.stderr

@@ -17,16 +17,31 @@ from stuck_tasks.emulator import Faults
 CA = "CA" + "0" * 32
 
 
-def voice(world: World, status: str, call_status: str = "completed", *, ended_ago: float = 600) -> tuple[str, str]:
-    call = world.emu.add_call(world.account_sid, status=call_status, ended_ago=timedelta(seconds=ended_ago) if call_status in {"completed", "busy", "failed", "no-answer", "canceled"} else None)
-    task = world.emu.add_task(world.workspace_sid, status=status, channel="voice", attributes={"call_sid": call, "direction": "inbound"})
+def voice(
+    world: World, status: str, call_status: str = "completed", *, ended_ago: float = 600
+) -> tuple[str, str]:
+    call = world.emu.add_call(
+        world.account_sid,
+        status=call_status,
+        ended_ago=timedelta(seconds=ended_ago)
+        if call_status in {"completed", "busy", "failed", "no-answer", "canceled"}
+        else None,
+    )
+    task = world.emu.add_task(
+        world.workspace_sid,
+        status=status,
+        channel="voice",
+        attributes={"call_sid": call, "direction": "inbound"},
+    )
     return task, call
 
 
 # ------------------------------------------------------------------ every row of the decision table
 
 
-def test_yes_run_closes_exactly_the_stuck_tasks_and_the_summary_matches_the_final_state(outage: World):
+def test_yes_run_closes_exactly_the_stuck_tasks_and_the_summary_matches_the_final_state(
+    outage: World,
+):
     seed = outage.seed
     assert seed is not None
     result = outage.invoke("--yes", "--json")
@@ -44,7 +59,9 @@ def test_yes_run_closes_exactly_the_stuck_tasks_and_the_summary_matches_the_fina
             assert task.reason.startswith(REASON_PREFIX)
             assert doc["run_id"] in task.reason
     mutations = outage.emu.mutations
-    assert {m.task_sid for m in mutations} == {s for s, v in seed.expected.items() if v in {"cancel", "complete"}}
+    assert {m.task_sid for m in mutations} == {
+        s for s, v in seed.expected.items() if v in {"cancel", "complete"}
+    }
     assert doc["closed"] == len(mutations)
     assert doc["to_close"]["cancel"] == sum(1 for v in seed.expected.values() if v == "cancel")
     assert doc["to_close"]["complete"] == sum(1 for v in seed.expected.values() if v == "complete")
@@ -53,8 +70,14 @@ def test_yes_run_closes_exactly_the_stuck_tasks_and_the_summary_matches_the_fina
     assert doc["skipped"]["total"] == 0
     # Every leave reason of the table shows up, and nothing else was touched.
     assert set(doc["left"]["by_reason"]) >= {
-        "not-voice", "call-live", "call-ended-in-grace", "call-not-found", "no-call-sid",
-        "attributes-not-json", "attributes-not-object", "call-sid-not-string",
+        "not-voice",
+        "call-live",
+        "call-ended-in-grace",
+        "call-not-found",
+        "no-call-sid",
+        "attributes-not-json",
+        "attributes-not-object",
+        "call-sid-not-string",
     }
 
 
@@ -63,7 +86,7 @@ def test_dry_run_sends_no_write_and_prints_the_plan(outage: World):
     assert result.exit_code == 0, result.stderr
     assert outage.writes() == []
     assert outage.emu.mutations == []
-    assert "Plan:" in result.stdout
+    assert "Plan for workspace" in result.stdout
     assert "Sample of tasks to close" in result.stdout
     assert "Dry run: nothing was changed" in result.stdout
 
@@ -87,11 +110,19 @@ def test_every_page_is_read_with_a_chat_task_first_and_mixed_channels():
         result = w.invoke("--dry-run", "--json")
         assert result.exit_code == 0, result.stderr
         doc = json_out(result)
-        open_tasks = [t for t in w.emu.tasks(w.workspace_sid) if t.status in {"pending", "reserved", "assigned"}]
+        open_tasks = [
+            t
+            for t in w.emu.tasks(w.workspace_sid)
+            if t.status in {"pending", "reserved", "assigned"}
+        ]
         open_voice = [t for t in open_tasks if t.channel == "voice"]
         assert doc["examined"] == len(open_tasks)
         assert doc["api"]["requests"]["list_tasks"] == 3  # PageSize 1000, 2600+ open tasks
-        fetched = {r.path.rsplit("/", 1)[1] for r in w.emu.request_log if r.method == "GET" and "/Tasks/WT" in r.path}
+        fetched = {
+            r.path.rsplit("/", 1)[1]
+            for r in w.emu.request_log
+            if r.method == "GET" and "/Tasks/WT" in r.path
+        }
         assert fetched == {t.sid for t in open_voice}
         pages = [r for r in w.emu.request_log if r.path.endswith("/Tasks")]
         assert all(r.query.get("PageSize") == ["1000"] for r in pages)
@@ -118,7 +149,14 @@ def test_confirmation_on_a_terminal_defaults_to_no_and_yes_applies(world: World)
 
     def answer(text: str) -> tuple[int, str]:
         controller, terminal = pty.openpty()
-        proc = subprocess.Popen([stuck_tasks_command()], stdin=terminal, stdout=terminal, stderr=terminal, env=env, close_fds=True)
+        proc = subprocess.Popen(
+            [stuck_tasks_command()],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env=env,
+            close_fds=True,
+        )
         os.close(terminal)
         seen = b""
         deadline = time.monotonic() + 60
@@ -171,7 +209,9 @@ def test_several_workspaces_and_none_chosen_lists_them_and_exits_2(world: World)
 
 def test_workspace_by_friendly_name(world: World):
     task, _ = voice(world, "reserved")
-    result = world.invoke("--yes", "--json", "--workspace", "Acme Support", TWILIO_WORKSPACE_SID=None)
+    result = world.invoke(
+        "--yes", "--json", "--workspace", "Acme Support", TWILIO_WORKSPACE_SID=None
+    )
     assert result.exit_code == 0, result.stderr
     assert json_out(result)["workspace"]["sid"] == world.workspace_sid
     assert world.emu.task(task).status == "canceled"
@@ -197,7 +237,13 @@ def test_wrong_credentials_are_one_line_exit_2_and_never_echo_the_token(world: W
 def test_api_key_credentials_work(world: World):
     key = world.emu.add_api_key(world.account_sid)
     task, _ = voice(world, "pending")
-    result = world.invoke("--yes", "--quiet", TWILIO_AUTH_TOKEN=None, TWILIO_API_KEY=key.sid, TWILIO_API_SECRET=key.secret)
+    result = world.invoke(
+        "--yes",
+        "--quiet",
+        TWILIO_AUTH_TOKEN=None,
+        TWILIO_API_KEY=key.sid,
+        TWILIO_API_SECRET=key.secret,
+    )
     assert result.exit_code == 0, result.stderr
     assert world.emu.task(task).status == "canceled"
     assert key.secret not in result.stdout + result.stderr
@@ -241,7 +287,15 @@ def test_task_mode_explains_each_task_and_closes_only_those(world: World):
 
 
 def test_installed_command_sandbox_run(tmp_path):
-    proc = subprocess.run([stuck_tasks_command(), "--sandbox", "--yes"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False, cwd=tmp_path)
+    proc = subprocess.run(
+        [stuck_tasks_command(), "--sandbox", "--yes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Done." in proc.stdout
     assert "closed" in proc.stdout
@@ -253,7 +307,11 @@ def test_installed_command_json_matches_emulator(outage: World):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["closed"] == len(outage.emu.mutations)
-    closed_now = sum(1 for t in outage.emu.tasks(outage.workspace_sid) if t.status in {"canceled", "completed"} and (t.reason or "").startswith(REASON_PREFIX))
+    closed_now = sum(
+        1
+        for t in outage.emu.tasks(outage.workspace_sid)
+        if t.status in {"canceled", "completed"} and (t.reason or "").startswith(REASON_PREFIX)
+    )
     assert doc["closed"] == closed_now
     assert proc.stderr == ""
 
@@ -267,7 +325,9 @@ def test_help_lists_exit_codes_and_every_option_has_help(world: World):
     assert result.exit_code == 0
     for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert code in result.stdout
-    assert all(p.help for p in cli.params if hasattr(p, "help") and p.name not in {"help", "version"})
+    assert all(
+        p.help for p in cli.params if hasattr(p, "help") and p.name not in {"help", "version"}
+    )
 
 
 def test_fault_free_second_run_finds_nothing_to_do(outage: World):
@@ -286,6 +346,10 @@ def test_throttled_account_still_closes_everything():
         assert result.exit_code == 0, result.stderr
         doc = json_out(result)
         assert doc["api"]["throttled_429"] > 0
-        assert doc["closed"] == len(w.emu.mutations) == len(w.seed.with_verdict("cancel")) + len(w.seed.with_verdict("complete"))
+        assert (
+            doc["closed"]
+            == len(w.emu.mutations)
+            == len(w.seed.with_verdict("cancel")) + len(w.seed.with_verdict("complete"))
+        )
     finally:
         w.emu.stop()

@@ -25,7 +25,9 @@ GRACE = timedelta(minutes=2)
 CA = "CA" + "ab" * 16
 
 
-def task(status: str = "pending", channel: str = "voice", attributes: str | None = None) -> TaskRecord:
+def task(
+    status: str = "pending", channel: str = "voice", attributes: str | None = None
+) -> TaskRecord:
     raw = f'{{"call_sid": "{CA}"}}' if attributes is None else attributes
     found = read_call_sid(raw)
     return TaskRecord(
@@ -38,7 +40,9 @@ def task(status: str = "pending", channel: str = "voice", attributes: str | None
     )
 
 
-def call(status: str, ended_ago: timedelta | None = timedelta(minutes=10), *, end_time: bool = True) -> CallFacts:
+def call(
+    status: str, ended_ago: timedelta | None = timedelta(minutes=10), *, end_time: bool = True
+) -> CallFacts:
     moment = NOW - ended_ago if ended_ago is not None else None
     return CallFacts(CA, status, moment if end_time else None, moment)
 
@@ -100,7 +104,16 @@ def test_a_canceled_call_counts_as_ended_unlike_the_seed_script():
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(5, "5s"), (59, "59s"), (60, "1m"), (3599, "59m"), (3660, "1h01m"), (200000, "2d07h"), (-5, "-5s")]
+    ("seconds", "text"),
+    [
+        (5, "5s"),
+        (59, "59s"),
+        (60, "1m"),
+        (3599, "59m"),
+        (3660, "1h01m"),
+        (200000, "2d07h"),
+        (-5, "-5s"),
+    ],
 )
 def test_format_age(seconds, text):
     assert format_age(seconds) == text
@@ -110,25 +123,42 @@ def test_format_age(seconds, text):
 
 statuses = st.sampled_from([*OPEN_STATUSES, "wrapping", "completed", "canceled", "?"])
 channels = st.sampled_from(["voice", "chat", "sms", "default", "", "Voice"])
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+)
 attributes = (
     st.none()
     | st.text(max_size=60)
-    | st.builds(lambda v: f'{{"call_sid": {v}}}', st.sampled_from(['"' + CA + '"', "1", "null", "[]", '"CA1"']))
-    | st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=6).map(
-        lambda v: __import__("json").dumps(v)
+    | st.builds(
+        lambda v: f'{{"call_sid": {v}}}',
+        st.sampled_from(['"' + CA + '"', "1", "null", "[]", '"CA1"']),
     )
+    | st.recursive(
+        json_scalars,
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+        max_leaves=6,
+    ).map(lambda v: __import__("json").dumps(v))
 )
 call_statuses = st.sampled_from(sorted(LIVE_CALL_STATUSES | TERMINAL_CALL_STATUSES | {"", "weird"}))
-moments = st.none() | st.integers(min_value=-86400, max_value=86400 * 3).map(lambda s: NOW - timedelta(seconds=s))
-calls = st.none() | st.builds(CallMissing, st.sampled_from([Reason.CALL_NOT_FOUND, Reason.CALL_LOOKUP_FAILED]), st.none() | st.integers()) | st.builds(
-    CallFacts, st.just(CA), call_statuses, moments, moments
+moments = st.none() | st.integers(min_value=-86400, max_value=86400 * 3).map(
+    lambda s: NOW - timedelta(seconds=s)
+)
+calls = (
+    st.none()
+    | st.builds(
+        CallMissing,
+        st.sampled_from([Reason.CALL_NOT_FOUND, Reason.CALL_LOOKUP_FAILED]),
+        st.none() | st.integers(),
+    )
+    | st.builds(CallFacts, st.just(CA), call_statuses, moments, moments)
 )
 graces = st.integers(min_value=0, max_value=3600).map(lambda s: timedelta(seconds=s))
 
 
 @given(status=statuses, channel=channels, attrs=attributes, evidence=calls, grace=graces)
-def test_decide_is_total_deterministic_and_acts_only_on_proof(status, channel, attrs, evidence, grace):
+def test_decide_is_total_deterministic_and_acts_only_on_proof(
+    status, channel, attrs, evidence, grace
+):
     record = task(status, channel, attrs if attrs is not None else "{}")
     first = decide(record, evidence, now=NOW, grace=grace)
     assert first == decide(record, evidence, now=NOW, grace=grace)

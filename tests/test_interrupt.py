@@ -19,8 +19,20 @@ def test_sigint_mid_apply_settles_reports_truly_and_a_rerun_finishes(tmp_path):
         env.update({k: v for k, v in w.env().items() if v is not None})
         audit = tmp_path / "run1.jsonl"
         proc = subprocess.Popen(
-            [stuck_tasks_command(), "--yes", "--json", "--concurrency", "4", "--audit-log", str(audit)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            [
+                stuck_tasks_command(),
+                "--yes",
+                "--json",
+                "--concurrency",
+                "4",
+                "--audit-log",
+                str(audit),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(w.emu.mutations) < 5:
@@ -42,7 +54,15 @@ def test_sigint_mid_apply_settles_reports_truly_and_a_rerun_finishes(tmp_path):
         closed = {line["task_sid"] for line in lines if line.get("outcome") == "closed"}
         assert closed == mutated
         # A re-run just finishes the job.
-        rerun = subprocess.run([stuck_tasks_command(), "--yes", "--json", "--quiet"], env=env, capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
+        rerun = subprocess.run(
+            [stuck_tasks_command(), "--yes", "--json", "--quiet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
         assert rerun.returncode == 0, rerun.stderr
         assert {m.task_sid for m in w.emu.mutations} == expected
         assert json.loads(rerun.stdout)["closed"] == len(expected - mutated)
@@ -57,11 +77,25 @@ def test_second_ctrl_c_aborts_at_once_and_names_updates_in_flight(tmp_path):
         env.update({k: v for k, v in w.env().items() if v is not None})
         audit = tmp_path / "abort.jsonl"
         proc = subprocess.Popen(
-            [stuck_tasks_command(), "--yes", "--json", "--concurrency", "8", "--audit-log", str(audit)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            [
+                stuck_tasks_command(),
+                "--yes",
+                "--json",
+                "--concurrency",
+                "8",
+                "--audit-log",
+                str(audit),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
         )
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(r.method == "POST" for r in w.emu.request_log):
+        while time.monotonic() < deadline and not any(
+            r.method == "POST" for r in w.emu.request_log
+        ):
             time.sleep(0.01)
         time.sleep(0.05)
         proc.send_signal(signal.SIGINT)

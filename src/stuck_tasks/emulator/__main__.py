@@ -1,0 +1,98 @@
+"""Standalone emulator for benchmarks: seeds one workspace, prints one JSON line, serves.
+
+python -m stuck_tasks.emulator --port 0 --tasks 20000 --seed 1 --latency 0.08
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from .emulator import Emulator
+from .faults import Faults
+from .seed import seed_outage
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m stuck_tasks.emulator", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (0 = a free port)")
+    p.add_argument("--tasks", type=int, default=300, help="tasks to seed")
+    p.add_argument("--seed", type=int, default=0, help="seed for data and faults")
+    p.add_argument("--stuck-share", type=float, default=0.8, help="share of stuck voice tasks")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--latency-jitter", type=float, default=0.0)
+    p.add_argument("--spike-rate", type=float, default=0.0)
+    p.add_argument("--spike-latency", type=float, default=1.0)
+    p.add_argument("--concurrency-limit", type=int, default=None)
+    p.add_argument("--rps-limit", type=float, default=None)
+    p.add_argument("--retry-after", type=float, default=None)
+    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--drop-before-write-rate", type=float, default=0.0)
+    p.add_argument("--drop-after-write-rate", type=float, default=0.0)
+    p.add_argument("--error-after-write-rate", type=float, default=0.0)
+    p.add_argument("--html-rate", type=float, default=0.0)
+    p.add_argument("--max-page-size", type=int, default=None)
+    p.add_argument("--closed-task-ttl", type=float, default=300.0)
+    p.add_argument("--platform-event-rate", type=float, default=0.0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    faults = Faults(
+        latency=args.latency,
+        latency_jitter=args.latency_jitter,
+        spike_rate=args.spike_rate,
+        spike_latency=args.spike_latency,
+        concurrency_limit=args.concurrency_limit,
+        rps_limit=args.rps_limit,
+        retry_after=args.retry_after,
+        error_rate=args.error_rate,
+        drop_before_write_rate=args.drop_before_write_rate,
+        drop_after_write_rate=args.drop_after_write_rate,
+        error_after_write_rate=args.error_after_write_rate,
+        html_rate=args.html_rate,
+        max_page_size=args.max_page_size,
+        closed_task_ttl=args.closed_task_ttl,
+        platform_event_rate=args.platform_event_rate,
+        seed=args.seed,
+    )
+    emu = Emulator(faults)
+    acct = emu.add_account("Benchmark Contact Center")
+    ws = emu.add_workspace(acct.sid, "Benchmark Support")
+    seed_outage(
+        emu, acct.sid, ws.sid, n_tasks=args.tasks, seed=args.seed, stuck_share=args.stuck_share
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    base_url = emu.start(host=args.host, port=args.port)
+    line = {
+        "base_url": base_url,
+        "account_sid": acct.sid,
+        # The emulator's own throw-away credential: the benchmark client needs it.
+        "auth_token": acct.auth_token,
+        "workspace_sid": ws.sid,
+        "pid": os.getpid(),
+    }
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+    while not stop.wait(0.5):
+        pass
+    emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

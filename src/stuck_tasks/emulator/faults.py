@@ -1,0 +1,97 @@
+"""Fault knobs of the emulator: latency, rate limits, errors, dropped connections, platform events."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PLATFORM_EVENT_KINDS: tuple[str, ...] = ("wrap", "platform_close", "accept", "new_task", "call_end")
+
+_RATES = (
+    "spike_rate",
+    "error_rate",
+    "drop_before_write_rate",
+    "drop_after_write_rate",
+    "error_after_write_rate",
+    "html_rate",
+    "platform_event_rate",
+)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """All knobs are off by default; any combination may be set. Deterministic given ``seed``."""
+
+    latency: float = 0.0
+    latency_jitter: float = 0.0
+    spike_rate: float = 0.0
+    spike_latency: float = 1.0
+    concurrency_limit: int | None = None
+    rps_limit: float | None = None
+    retry_after: float | None = None
+    error_rate: float = 0.0
+    drop_before_write_rate: float = 0.0
+    drop_after_write_rate: float = 0.0
+    error_after_write_rate: float = 0.0
+    html_rate: float = 0.0
+    max_page_size: int | None = None
+    closed_task_ttl: float = 300.0
+    platform_event_rate: float = 0.0
+    platform_event_kinds: tuple[str, ...] = PLATFORM_EVENT_KINDS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in _RATES:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        for name in ("latency", "latency_jitter", "spike_latency", "closed_task_ttl"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.concurrency_limit is not None and self.concurrency_limit < 1:
+            raise ValueError("concurrency_limit must be at least 1")
+        if self.rps_limit is not None and self.rps_limit <= 0:
+            raise ValueError("rps_limit must be positive")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError("retry_after must not be negative")
+        if self.max_page_size is not None and self.max_page_size < 1:
+            raise ValueError("max_page_size must be at least 1")
+        unknown = set(self.platform_event_kinds) - set(PLATFORM_EVENT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown platform event kinds: {sorted(unknown)}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> Faults:
+        """Build from JSON-like data (admin endpoint); unknown keys are an error."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown fault knobs: {sorted(unknown)}")
+        kwargs: dict[str, object] = {}
+        for name, value in data.items():
+            kwargs[name] = _coerce(name, value)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        out = dataclasses.asdict(self)
+        out["platform_event_kinds"] = list(self.platform_event_kinds)
+        return out
+
+
+def _coerce(name: str, value: object) -> object:
+    if name == "platform_event_kinds":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("platform_event_kinds must be a list of strings")
+        return tuple(value)
+    if name in ("concurrency_limit", "max_page_size", "seed"):
+        if value is None and name != "seed":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer")
+        return value
+    if value is None and name in ("rps_limit", "retry_after"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number")
+    return float(value)

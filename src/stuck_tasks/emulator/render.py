@@ -1,0 +1,210 @@
+"""JSON shapes of Twilio resources, field for field as in the official OpenAPI definitions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any
+
+from .model import Account, CallRecord, TaskRecord, Workspace
+
+JSON = dict[str, Any]
+
+ERROR_MESSAGES = {
+    20003: "Authenticate",
+    20004: "Method not allowed",
+    20404: "The requested resource was not found",
+    20429: "Too Many Requests",
+    20500: "Internal Server Error",
+    20503: "Service Unavailable",
+}
+
+
+def iso(dt: datetime) -> str:
+    """TaskRouter timestamps: ISO 8601 in UTC with a Z, second precision."""
+    u = dt.astimezone(timezone.utc)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+
+
+def rfc2822(dt: datetime | None) -> str | None:
+    """v2010 timestamps, e.g. "Sat, 28 Nov 2026 20:15:44 +0000"."""
+    if dt is None:
+        return None
+    return format_datetime(dt.astimezone(timezone.utc).replace(microsecond=0))
+
+
+def error_body(status: int, code: int, message: str | None = None) -> JSON:
+    return {
+        "code": code,
+        "message": message if message is not None else ERROR_MESSAGES.get(code, "Error"),
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+def task_json(t: TaskRecord, base: str, now: datetime, *, full: bool) -> JSON:
+    ws_url = f"{base}/v1/Workspaces/{t.workspace_sid}"
+    url = f"{ws_url}/Tasks/{t.sid}"
+    created = iso(t.date_created)
+    return {
+        "account_sid": t.account_sid,
+        "age": max(0, int((now - t.date_created).total_seconds())),
+        "assignment_status": t.status,
+        # Undocumented in practice (the spec's own list examples show attributes): we follow the
+        # schema prose "only displayed in FETCH action that returns a single resource. Otherwise,
+        # it will be null" because it is stricter: a client must fetch each task to read them.
+        "attributes": t.attributes if full else None,
+        "addons": "{}",
+        "date_created": created,
+        "date_updated": iso(t.date_updated),
+        "task_queue_entered_date": created,
+        "virtual_start_time": created,
+        "priority": t.priority,
+        "reason": t.reason,
+        "sid": t.sid,
+        "task_queue_sid": t.queue_sid,
+        "task_queue_friendly_name": t.queue,
+        "task_channel_sid": t.channel_sid,
+        "task_channel_unique_name": t.channel,
+        "timeout": t.timeout,
+        "workflow_sid": t.workflow_sid,
+        "workflow_friendly_name": t.workflow,
+        "workspace_sid": t.workspace_sid,
+        "url": url,
+        "links": {
+            "task_queue": f"{ws_url}/TaskQueues/{t.queue_sid}",
+            "workflow": f"{ws_url}/Workflows/{t.workflow_sid}",
+            "workspace": ws_url,
+            "reservations": f"{url}/Reservations",
+        },
+        "ignore_capacity": False,
+        "routing_target": None,
+    }
+
+
+def workspace_json(ws: Workspace, base: str) -> JSON:
+    url = f"{base}/v1/Workspaces/{ws.sid}"
+    links = {
+        name: f"{url}/{path}"
+        for name, path in (
+            ("activities", "Activities"),
+            ("cumulative_statistics", "CumulativeStatistics"),
+            ("events", "Events"),
+            ("real_time_statistics", "RealTimeStatistics"),
+            ("statistics", "Statistics"),
+            ("task_channels", "TaskChannels"),
+            ("task_queues", "TaskQueues"),
+            ("tasks", "Tasks"),
+            ("workers", "Workers"),
+            ("workflows", "Workflows"),
+        )
+    }
+    return {
+        "account_sid": ws.account_sid,
+        "date_created": iso(ws.date_created),
+        "date_updated": iso(ws.date_created),
+        "default_activity_name": "Offline",
+        "default_activity_sid": ws.default_activity_sid,
+        "event_callback_url": None,
+        "events_filter": None,
+        "friendly_name": ws.friendly_name,
+        "multi_task_enabled": True,
+        "prioritize_queue_order": "FIFO",
+        "sid": ws.sid,
+        "timeout_activity_name": "Offline",
+        "timeout_activity_sid": ws.timeout_activity_sid,
+        "url": url,
+        "links": links,
+    }
+
+
+def account_json(acct: Account) -> JSON:
+    uri = f"/2010-04-01/Accounts/{acct.sid}"
+    subresources = (
+        "addresses",
+        "applications",
+        "authorized_connect_apps",
+        "available_phone_numbers",
+        "calls",
+        "conferences",
+        "connect_apps",
+        "incoming_phone_numbers",
+        "keys",
+        "messages",
+        "notifications",
+        "outgoing_caller_ids",
+        "queues",
+        "recordings",
+        "sip",
+        "transcriptions",
+        "usage",
+    )
+    camel = {name: "".join(p.capitalize() for p in name.split("_")) for name in subresources}
+    camel["sip"] = "SIP"
+    return {
+        # auth_token is deliberately not returned (Twilio returns it; we never echo secrets).
+        "date_created": rfc2822(acct.date_created),
+        "date_updated": rfc2822(acct.date_created),
+        "friendly_name": acct.friendly_name,
+        "owner_account_sid": acct.sid,
+        "sid": acct.sid,
+        "status": "active",
+        "subresource_uris": {name: f"{uri}/{camel[name]}.json" for name in subresources},
+        "type": "Full",
+        "uri": f"{uri}.json",
+    }
+
+
+def _formatted(number: str) -> str:
+    digits = number[2:]
+    if number.startswith("+1") and len(digits) == 10 and digits.isdigit():
+        return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
+    return number
+
+
+def call_json(c: CallRecord) -> JSON:
+    uri = f"/2010-04-01/Accounts/{c.account_sid}/Calls/{c.sid}"
+    duration: str | None = None
+    if c.status == "completed" and c.end_time is not None and c.start_time is not None:
+        duration = str(max(0, int((c.end_time - c.start_time).total_seconds())))
+    subresources = (
+        ("events", "Events"),
+        ("notifications", "Notifications"),
+        ("payments", "Payments"),
+        ("recordings", "Recordings"),
+        ("siprec", "Siprec"),
+        ("streams", "Streams"),
+        ("transcriptions", "Transcriptions"),
+        ("user_defined_message_subscriptions", "UserDefinedMessageSubscriptions"),
+        ("user_defined_messages", "UserDefinedMessages"),
+    )
+    return {
+        "sid": c.sid,
+        "date_created": rfc2822(c.date_created),
+        "date_updated": rfc2822(c.date_updated),
+        "parent_call_sid": None,
+        "account_sid": c.account_sid,
+        "to": c.to,
+        "to_formatted": _formatted(c.to),
+        "from": c.from_,
+        "from_formatted": _formatted(c.from_),
+        "phone_number_sid": c.phone_number_sid,
+        "status": c.status,
+        "start_time": rfc2822(c.start_time),
+        "end_time": rfc2822(c.end_time),
+        "duration": duration,
+        # "Populated after the call is completed. May not be immediately available": null is the
+        # harder case for clients, so we never fill it in.
+        "price": None,
+        "price_unit": "USD",
+        "direction": c.direction,
+        "answered_by": None,
+        "api_version": "2010-04-01",
+        "forwarded_from": None,
+        "group_sid": None,
+        "caller_name": None,
+        "queue_time": "0",
+        "trunk_sid": None,
+        "uri": f"{uri}.json",
+        "subresource_uris": {name: f"{uri}/{path}.json" for name, path in subresources},
+    }

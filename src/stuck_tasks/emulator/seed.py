@@ -1,0 +1,250 @@
+"""A realistic post-outage workspace covering every row of the clean-up decision table."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .emulator import Emulator
+from .faults import Faults
+
+# kind -> verdict a correct clean-up must reach ("not-open": not returned by an open-status list).
+KIND_VERDICTS: dict[str, str] = {
+    "stuck_pending": "cancel",
+    "stuck_reserved": "cancel",
+    "stuck_assigned": "complete",
+    "live_call": "leave",
+    "recent_call_end": "leave",
+    "missing_call": "leave",
+    "no_call_sid": "leave",
+    "invalid_json": "leave",
+    "json_list": "leave",
+    "json_number": "leave",
+    "call_sid_not_string": "leave",
+    "chat": "leave",
+    "sms": "leave",
+    "default_channel": "leave",
+    "wrapping": "not-open",
+    "completed": "not-open",
+    "canceled": "not-open",
+}
+_STUCK_SPLIT = (("stuck_pending", 0.35), ("stuck_reserved", 0.15), ("stuck_assigned", 0.5))
+# Order matters: "chat" first so it is never starved when few non-stuck tasks are asked for.
+_OTHER_KINDS = tuple(k for k in KIND_VERDICTS if not k.startswith("stuck_"))
+_OTHER_KINDS = ("chat", *(k for k in _OTHER_KINDS if k != "chat"))
+_TERMINAL = ("completed", "busy", "failed", "no-answer", "canceled")
+_LIVE = ("queued", "ringing", "in-progress")
+_OPEN = ("pending", "reserved", "assigned")
+_QUEUES = ("Sales", "Support", "Billing")
+_OLDEST = timedelta(hours=4)
+_NEWEST = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    account_sid: str
+    workspace_sid: str
+    kinds: dict[str, str]
+    expected: dict[str, str]
+    call_sids: dict[str, str | None] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Number of tasks per kind."""
+        return dict(Counter(self.kinds.values()))
+
+    def with_verdict(self, verdict: str) -> list[str]:
+        """Task SIDs expected to get ``verdict``, in creation order."""
+        return [sid for sid, v in self.expected.items() if v == verdict]
+
+
+@dataclass(frozen=True)
+class SandboxWorld:
+    account_sid: str
+    auth_token: str = field(repr=False)
+    workspace_sid: str
+    report: SeedReport
+
+
+def _plan(n_tasks: int, stuck_share: float, rng: random.Random) -> list[str]:
+    if not 0.0 <= stuck_share <= 1.0:
+        raise ValueError("stuck_share must be between 0 and 1")
+    n_stuck = round(n_tasks * stuck_share)
+    kinds: list[str] = []
+    for kind, share in _STUCK_SPLIT[:-1]:
+        kinds += [kind] * round(n_stuck * share)
+    kinds += [_STUCK_SPLIT[-1][0]] * (n_stuck - len(kinds))
+    others = list(itertools.islice(itertools.cycle(_OTHER_KINDS), n_tasks - n_stuck))
+    kinds += others
+    rng.shuffle(kinds)
+    if "chat" in kinds:
+        # The very first task is a chat task, so a clean-up that stops at the first non-voice
+        # task (or assumes task 0 is voice) is caught.
+        kinds.remove("chat")
+        kinds.insert(0, "chat")
+    return kinds
+
+
+class _Seeder:
+    def __init__(self, emu: Emulator, account_sid: str, workspace_sid: str, rng: random.Random):
+        self.emu = emu
+        self.account_sid = account_sid
+        self.workspace_sid = workspace_sid
+        self.rng = rng
+        self.counters: Counter[str] = Counter()
+        self.offset = timedelta(0)
+
+    def cycle(self, kind: str, values: tuple[str, ...]) -> str:
+        i = self.counters[kind]
+        self.counters[kind] += 1
+        return values[i % len(values)]
+
+    def phone(self, prefix: str) -> str:
+        return f"+1{prefix}{self.rng.randrange(10**7):07d}"
+
+    def call(self, status: str, age: timedelta, ended_ago: timedelta | None = None) -> str:
+        started = age + timedelta(seconds=self.rng.randint(2, 60))
+        return self.emu.add_call(
+            self.account_sid,
+            status,
+            ended_ago=ended_ago,
+            started_ago=started,
+            to="+15555550100",
+            from_=self.phone("678"),
+        )
+
+    def ended_call(self, status: str, age: timedelta) -> str:
+        """A call that ended more than 10 minutes ago (``age`` is the task's effective age)."""
+        low = 11 * 60
+        high = max(low, int((age - self.offset).total_seconds()) - 60)
+        ended_ago = timedelta(seconds=self.rng.randint(low, high)) + self.offset
+        return self.call(status, age, ended_ago)
+
+    @staticmethod
+    def voice_attrs(call_sid: str) -> dict[str, object]:
+        return {
+            "from_country": "US",
+            "called": "+15555550100",
+            "call_sid": call_sid,
+            "from": "+16785550100",
+            "to": "+15555550100",
+            "direction": "inbound",
+        }
+
+    def task(
+        self,
+        kind: str,
+        age: timedelta,
+        status: str,
+        attrs: object,
+        channel: str = "voice",
+    ) -> str:
+        return self.emu.add_task(
+            self.workspace_sid,
+            status,
+            channel,
+            attrs,  # type: ignore[arg-type]
+            queue=self.cycle("queue", _QUEUES),
+            age=age,
+        )
+
+    def make(self, kind: str, age: timedelta) -> tuple[str, str | None]:
+        age = age + self.offset
+        attrs: object
+        if kind in ("stuck_pending", "stuck_reserved", "stuck_assigned"):
+            call_sid = self.ended_call(self.cycle(kind, _TERMINAL), age)
+            status = kind.removeprefix("stuck_")
+            return self.task(kind, age, status, self.voice_attrs(call_sid)), call_sid
+        if kind == "live_call":
+            call_sid = self.call(self.cycle(kind, _LIVE), age)
+            status = self.cycle("live_status", _OPEN)
+            return self.task(kind, age, status, self.voice_attrs(call_sid)), call_sid
+        if kind == "recent_call_end":
+            call_sid = self.call("completed", age, timedelta(seconds=30) + self.offset)
+            status = self.cycle(kind, _OPEN)
+            return self.task(kind, age, status, self.voice_attrs(call_sid)), call_sid
+        if kind == "missing_call":
+            call_sid = "CA" + f"{self.rng.getrandbits(128):032x}"
+            status = self.cycle(kind, _OPEN)
+            return self.task(kind, age, status, self.voice_attrs(call_sid)), call_sid
+        if kind == "no_call_sid":
+            attrs = {
+                "outbound_to": self.phone("555"),
+                "from": "+16785550100",
+                "direction": "outbound",
+            }
+            return self.task(kind, age, self.cycle(kind, _OPEN), attrs), None
+        if kind in ("invalid_json", "json_list", "json_number", "call_sid_not_string"):
+            call_sid = self.ended_call("completed", age)
+            attrs = {
+                "invalid_json": json.dumps(self.voice_attrs(call_sid))[:-1].rsplit(",", 1)[0],
+                "json_list": json.dumps([call_sid]),
+                "json_number": "42",
+                "call_sid_not_string": {"call_sid": 12345, "direction": "inbound"},
+            }[kind]
+            return self.task(kind, age, self.cycle(kind, _OPEN), attrs), None
+        if kind == "chat":
+            attrs = {
+                "conversationSid": "CH" + f"{self.rng.getrandbits(128):032x}",
+                "channelType": "chat",
+                "customerName": "Web visitor",
+                "direction": "inbound",
+            }
+            return self.task(kind, age, self.cycle(kind, _OPEN), attrs, "chat"), None
+        if kind == "sms":
+            attrs = {"channelType": "sms", "from": self.phone("678"), "direction": "inbound"}
+            return self.task(kind, age, self.cycle(kind, _OPEN), attrs, "sms"), None
+        if kind == "default_channel":
+            # Tempting: a terminal call SID on a non-voice channel must still be left alone.
+            call_sid = self.ended_call("completed", age)
+            attrs = self.voice_attrs(call_sid)
+            return self.task(kind, age, self.cycle(kind, _OPEN), attrs, "default"), call_sid
+        # not open: wrapping (normal after a call ends), completed, canceled
+        call_sid = self.ended_call("completed", age)
+        return self.task(kind, age, kind, self.voice_attrs(call_sid)), call_sid
+
+
+def seed_outage(
+    emu: Emulator,
+    account_sid: str,
+    workspace_sid: str,
+    *,
+    n_tasks: int = 300,
+    seed: int = 0,
+    now: datetime | None = None,
+    stuck_share: float = 0.8,
+) -> SeedReport:
+    """Fill a workspace as an outage leaves it: mostly stuck voice tasks plus every trap.
+
+    Tasks are created oldest first over the last four hours (newest 15 minutes old), kinds
+    shuffled so non-voice tasks are spread throughout; the first task is always a chat task.
+    """
+    rng = random.Random(seed)
+    seeder = _Seeder(emu, account_sid, workspace_sid, rng)
+    if now is not None:
+        seeder.offset = emu._clock() - now
+    kinds_plan = _plan(n_tasks, stuck_share, rng)
+    span = _OLDEST - _NEWEST
+    kinds: dict[str, str] = {}
+    expected: dict[str, str] = {}
+    call_sids: dict[str, str | None] = {}
+    n = max(1, len(kinds_plan) - 1)
+    for i, kind in enumerate(kinds_plan):
+        age = _OLDEST - span * i / n
+        task_sid, call_sid = seeder.make(kind, age)
+        kinds[task_sid] = kind
+        expected[task_sid] = KIND_VERDICTS[kind]
+        call_sids[task_sid] = call_sid
+    return SeedReport(account_sid, workspace_sid, kinds, expected, call_sids)
+
+
+def sandbox_world(n_tasks: int = 300, seed: int = 0) -> tuple[Emulator, SandboxWorld]:
+    """An emulator (not started) with one seeded account/workspace; pages hold at most 100."""
+    emu = Emulator(Faults(max_page_size=100, seed=seed))
+    acct = emu.add_account("Sandbox Contact Center")
+    ws = emu.add_workspace(acct.sid, "Sandbox Support")
+    report = seed_outage(emu, acct.sid, ws.sid, n_tasks=n_tasks, seed=seed)
+    return emu, SandboxWorld(acct.sid, acct.auth_token, ws.sid, report)

@@ -1,0 +1,342 @@
+"""aiohttp application: Twilio routes, auth, fault injection, request log, admin routes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from . import render
+from .faults import Faults
+from .model import LoggedRequest
+from .world import ApiError, World
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TwilioHandler = Callable[[web.Request, "_Ctx"], Awaitable[web.StreamResponse]]
+
+_HTML = (
+    b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+    b"<body><h1>Bad Gateway</h1><p>The proxy received an invalid response.</p></body></html>"
+)
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=json.dumps(payload).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(status: int, code: int, message: str | None = None) -> web.Response:
+    return json_response(render.error_body(status, code, message), status)
+
+
+async def _placeholder(request: web.Request) -> web.StreamResponse:
+    raise AssertionError("Twilio routes are dispatched by TwilioApp._process")
+
+
+def _base(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass
+class _Outcome:
+    response: web.StreamResponse
+    code: int | None = None
+    fault: str | None = None
+    drop: bool = False
+
+
+@dataclass
+class _Ctx:
+    account_sid: str
+    query: dict[str, list[str]]
+    form: dict[str, str]
+    if_match: str | None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+class TwilioApp:
+    """Builds the aiohttp app serving one World."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._buckets: dict[str, _Bucket] = {}
+        self._bucket_faults: Faults | None = None
+        self._handlers: dict[str, TwilioHandler] = {
+            "list_workspaces": self._list_workspaces,
+            "fetch_workspace": self._fetch_workspace,
+            "list_tasks": self._list_tasks,
+            "fetch_task": self._fetch_task,
+            "update_task": self._update_task,
+            "fetch_account": self._fetch_account,
+            "fetch_call": self._fetch_call,
+        }
+
+    def build(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        r = app.router
+        r.add_get("/v1/Workspaces", _placeholder, name="list_workspaces")
+        r.add_get("/v1/Workspaces/{ws}", _placeholder, name="fetch_workspace")
+        r.add_get("/v1/Workspaces/{ws}/Tasks", _placeholder, name="list_tasks")
+        r.add_get("/v1/Workspaces/{ws}/Tasks/{task}", _placeholder, name="fetch_task")
+        r.add_post("/v1/Workspaces/{ws}/Tasks/{task}", _placeholder, name="update_task")
+        r.add_get("/2010-04-01/Accounts/{ac}.json", _placeholder, name="fetch_account")
+        r.add_get("/2010-04-01/Accounts/{ac}/Calls/{ca}.json", _placeholder, name="fetch_call")
+        r.add_get("/__emulator/state", self._admin_state, name="admin_state")
+        r.add_post("/__emulator/faults", self._admin_faults, name="admin_faults")
+        return app
+
+    # ------------------------------------------------------------- pipeline
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/__emulator/"):
+            return await handler(request)
+        return await self._twilio(request, handler)
+
+    async def _twilio(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        world = self.world
+        started = time.monotonic()
+        seq = world.next_seq()
+        route = request.match_info.route
+        kind = route.name if route.name and request.match_info.http_exception is None else "other"
+        world.count(kind)
+        query: dict[str, list[str]] = {}
+        for k, v in request.query.items():
+            query.setdefault(k, []).append(v)
+        form: dict[str, str] = {}
+        if request.method == "POST" and request.can_read_body:
+            data = await request.post()
+            form = {k: v for k, v in data.items() if isinstance(v, str)}
+        if_match = request.headers.get("If-Match")
+        account_sid = self._authenticate(request)
+        world.maybe_platform_event()
+        if account_sid is None:
+            outcome = _Outcome(error_response(401, 20003, "Authenticate"), code=20003)
+        else:
+            ctx = _Ctx(account_sid, query, form, if_match)
+            outcome = await self._admitted(request, handler, kind, ctx)
+        finished = time.monotonic()
+        resp = outcome.response
+        in_flight = 0 if account_sid is None else world.in_flight(account_sid) + 1
+        resp.headers["Twilio-Concurrent-Requests"] = str(in_flight)
+        resp.headers["Twilio-Request-Duration"] = f"{finished - started:.3f}"
+        status = 0 if outcome.drop else resp.status
+        if status == 429:
+            world.count("429")
+        elif status >= 500:
+            world.count("5xx")
+        elif outcome.drop:
+            world.count("dropped")
+        world.log_request(
+            LoggedRequest(
+                seq=seq,
+                started=started,
+                finished=finished,
+                method=request.method,
+                path=request.path,
+                query=query,
+                form=form,
+                if_match=if_match,
+                status=status,
+                code=outcome.code,
+                account_sid=account_sid,
+                fault=outcome.fault,
+            )
+        )
+        if outcome.drop and request.transport is not None:
+            # Close without answering; aiohttp then fails to write the response and drops it.
+            request.transport.close()
+        return resp
+
+    def _authenticate(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            return None
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            return None
+        return self.world.authenticate(username, password)
+
+    def _rate_limited(self, account_sid: str, faults: Faults) -> str | None:
+        world = self.world
+        limit = faults.concurrency_limit
+        if limit is not None and world.in_flight(account_sid) >= limit:
+            return "concurrency"
+        rps = faults.rps_limit
+        if rps is None:
+            return None
+        if self._bucket_faults is not faults:
+            self._buckets.clear()
+            self._bucket_faults = faults
+        now = time.monotonic()
+        bucket = self._buckets.get(account_sid)
+        if bucket is None:
+            bucket = self._buckets[account_sid] = _Bucket(rps, now)
+        bucket.tokens = min(rps, bucket.tokens + (now - bucket.stamp) * rps)
+        bucket.stamp = now
+        if bucket.tokens < 1.0:
+            return "rps"
+        bucket.tokens -= 1.0
+        return None
+
+    def _too_many(self, fault: str, faults: Faults) -> _Outcome:
+        resp = error_response(429, 20429, "Too Many Requests")
+        if faults.retry_after is not None:
+            resp.headers["Retry-After"] = str(math.ceil(faults.retry_after))
+        return _Outcome(resp, code=20429, fault=fault)
+
+    async def _admitted(
+        self, request: web.Request, handler: Handler, kind: str, ctx: _Ctx
+    ) -> _Outcome:
+        world = self.world
+        faults = world.faults
+        limited = self._rate_limited(ctx.account_sid, faults)
+        if limited is not None:
+            return self._too_many(limited, faults)
+        world.enter(ctx.account_sid)
+        try:
+            return await self._process(request, handler, kind, ctx, faults)
+        finally:
+            world.leave(ctx.account_sid)
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self.world.rand() < rate
+
+    async def _process(
+        self, request: web.Request, handler: Handler, kind: str, ctx: _Ctx, faults: Faults
+    ) -> _Outcome:
+        delay = faults.latency
+        if faults.latency_jitter > 0:
+            delay += self.world.rand() * faults.latency_jitter
+        if self._chance(faults.spike_rate):
+            delay += faults.spike_latency
+        # Even without latency, yield once while counted as in flight: requests that arrive
+        # together then overlap as they would at Twilio, so concurrency_limit can bite (stricter).
+        await asyncio.sleep(delay if delay > 0 else 0)
+        if self._chance(faults.error_rate):
+            err = self.world.next_server_error()
+            return _Outcome(error_response(err - 20000, err), code=err, fault="error")
+        if self._chance(faults.html_rate):
+            return _Outcome(web.Response(body=_HTML, content_type="text/html"), fault="html")
+        write = request.method == "POST"
+        if write and self._chance(faults.drop_before_write_rate):
+            return _Outcome(web.Response(status=500), fault="drop_before_write", drop=True)
+        resp: web.StreamResponse
+        code: int | None
+        try:
+            twilio_handler = self._handlers.get(kind)
+            if twilio_handler is None:
+                resp = await handler(request)  # aiohttp raises its 404/405 here
+            else:
+                resp = await twilio_handler(request, ctx)
+            code = None
+        except ApiError as exc:
+            resp = json_response(exc.body(), exc.status)
+            code = exc.code
+        except web.HTTPMethodNotAllowed:
+            resp = error_response(405, 20004, "Method not allowed")
+            code = 20004
+        except web.HTTPException:
+            resp = error_response(404, 20404)
+            code = 20404
+        for name, value in ctx.extra_headers.items():
+            resp.headers[name] = value
+        if kind == "update_task" and write:
+            if self._chance(faults.drop_after_write_rate):
+                return _Outcome(resp, code=code, fault="drop_after_write", drop=True)
+            if self._chance(faults.error_after_write_rate):
+                return _Outcome(error_response(500, 20500), code=20500, fault="error_after_write")
+        return _Outcome(resp, code=code)
+
+    # ------------------------------------------------------------- Twilio handlers
+
+    async def _list_workspaces(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        page = self.world.api_list_workspaces(
+            ctx.account_sid, _base(request), request.path, ctx.query
+        )
+        return json_response(page)
+
+    async def _fetch_workspace(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        ws = self.world.api_fetch_workspace(
+            ctx.account_sid, request.match_info["ws"], _base(request)
+        )
+        return json_response(ws)
+
+    async def _list_tasks(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        page = self.world.api_list_tasks(
+            ctx.account_sid, request.match_info["ws"], _base(request), request.path, ctx.query
+        )
+        return json_response(page)
+
+    async def _fetch_task(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        task, etag = self.world.api_fetch_task(
+            ctx.account_sid, request.match_info["ws"], request.match_info["task"], _base(request)
+        )
+        # The ETag is the bare revision number (e.g. 3), unquoted: Twilio's format is undocumented
+        # and Twilio's own code JSON.parse()s it. Clients must echo it verbatim in If-Match.
+        return json_response(task, headers={"ETag": etag})
+
+    async def _update_task(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        task, etag = self.world.api_update_task(
+            ctx.account_sid,
+            request.match_info["ws"],
+            request.match_info["task"],
+            _base(request),
+            ctx.form,
+            ctx.if_match,
+        )
+        return json_response(task, headers={"ETag": etag})
+
+    async def _fetch_account(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        return json_response(
+            self.world.api_fetch_account(ctx.account_sid, request.match_info["ac"])
+        )
+
+    async def _fetch_call(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        call = self.world.api_fetch_call(
+            ctx.account_sid, request.match_info["ac"], request.match_info["ca"]
+        )
+        return json_response(call)
+
+    # ------------------------------------------------------------- admin handlers
+
+    async def _admin_state(self, request: web.Request) -> web.Response:
+        state = self.world.state_json()
+        state["faults"] = self.world.faults.to_dict()
+        return json_response(state)
+
+    async def _admin_faults(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise ValueError("body must be a JSON object")
+            faults = Faults.from_mapping(data)
+        except ValueError as exc:
+            return error_response(400, 20001, str(exc))
+        self.world.set_faults(faults)
+        return json_response({"faults": faults.to_dict()})

@@ -1,0 +1,237 @@
+"""Field-by-field conformance of emulator responses with Twilio's official OpenAPI definitions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from stuck_tasks.emulator import Emulator
+
+SPECS = Path(__file__).parent / "reference" / "twilio-oai"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+RFC2822 = re.compile(r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000$")
+
+
+def load_spec(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads((SPECS / name).read_text())
+    return spec
+
+
+TASKS_SPEC = load_spec("twilio_taskrouter_v1.tasks.json")
+CALLS_SPEC = load_spec("twilio_api_v2010.calls.json")
+
+
+def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    node: Any = spec
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return resolve(spec, node)
+
+
+def violations(
+    spec: dict[str, Any], schema: dict[str, Any], value: Any, where: str
+) -> Iterator[str]:
+    schema = resolve(spec, schema)
+    if value is None:
+        if not schema.get("nullable", False):
+            yield f"{where}: null but not nullable"
+        return
+    kind = schema.get("type")
+    checks = {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+    }
+    if kind is not None and not checks[kind](value):
+        yield f"{where}: {value!r} is not {kind}"
+        return
+    if "enum" in schema and value not in schema["enum"]:
+        yield f"{where}: {value!r} not in {schema['enum']}"
+    if "pattern" in schema and not re.match(schema["pattern"], value):
+        yield f"{where}: {value!r} does not match {schema['pattern']}"
+    fmt = schema.get("format")
+    if fmt == "date-time" and not ISO.match(value):
+        yield f"{where}: {value!r} is not ISO 8601 like 2026-11-28T20:15:44Z"
+    if fmt == "date-time-rfc-2822":
+        if not RFC2822.match(value):
+            yield f"{where}: {value!r} is not RFC 2822"
+        else:
+            parsedate_to_datetime(value)
+    if fmt == "uri" and not value.startswith("http://"):
+        yield f"{where}: {value!r} is not an absolute URL"
+    if kind == "object" and "properties" in schema:
+        props = schema["properties"]
+        for name, sub in props.items():
+            if name not in value:
+                yield f"{where}.{name}: missing"
+            else:
+                yield from violations(spec, sub, value[name], f"{where}.{name}")
+        for name in set(value) - set(props):
+            yield f"{where}.{name}: not in the schema"
+    if kind == "array" and "items" in schema:
+        for i, item in enumerate(value):
+            yield from violations(spec, schema["items"], item, f"{where}[{i}]")
+
+
+def response_schema(spec: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    op = spec["paths"][path][method]
+    schema: dict[str, Any] = op["responses"]["200"]["content"]["application/json"]["schema"]
+    return schema
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[Emulator, requests.Session, str, str, str]]:
+    with Emulator() as emu:
+        acct = emu.add_account("Acme")
+        ws = emu.add_workspace(acct.sid, "Support")
+        call = emu.add_call(acct.sid, "completed", ended_ago=timedelta(minutes=12))
+        task = emu.add_task(ws.sid, "assigned", attributes={"call_sid": call})
+        emu.add_task(ws.sid, "pending", "chat", age=timedelta(minutes=5))
+        session = requests.Session()
+        session.auth = (acct.sid, acct.auth_token)
+        yield emu, session, ws.sid, task, call
+
+
+def test_fetched_task_matches_the_task_schema(world: Any) -> None:
+    emu, session, ws, task, _ = world
+    resp = session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/{task}")
+    assert resp.status_code == 200
+    body = resp.json()
+    schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks/{Sid}", "get")
+    assert list(violations(TASKS_SPEC, schema, body, "task")) == []
+    assert body["attributes"] is not None
+    assert body["url"] == f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/{task}"
+    assert set(body["links"]) == {"task_queue", "workflow", "workspace", "reservations"}
+    assert body["addons"] == "{}"
+    assert body["timeout"] == 86400
+    assert body["age"] >= 30 * 60
+
+
+def test_updated_task_matches_the_task_schema(world: Any) -> None:
+    emu, session, ws, task, _ = world
+    url = f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/{task}"
+    resp = session.post(url, data={"AssignmentStatus": "completed", "Reason": "call ended"})
+    assert resp.status_code == 200, resp.text
+    schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks/{Sid}", "post")
+    assert list(violations(TASKS_SPEC, schema, resp.json(), "task")) == []
+
+
+def test_task_list_page_matches_the_list_schema(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    resp = session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks", params={"PageSize": 1})
+    assert resp.status_code == 200
+    body = resp.json()
+    schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks", "get")
+    assert list(violations(TASKS_SPEC, schema, body, "page")) == []
+    assert set(body) == {"tasks", "meta"}
+    assert set(body["meta"]) == set(schema["properties"]["meta"]["properties"])
+    assert body["meta"]["key"] == "tasks"
+    assert body["meta"]["next_page_url"].startswith(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks?")
+    assert body["meta"]["previous_page_url"] is None
+    # The schema prose: attributes are only displayed by a FETCH of a single task.
+    assert [t["attributes"] for t in body["tasks"]] == [None]
+
+
+def test_fetched_call_matches_the_call_schema(world: Any) -> None:
+    emu, session, _, _, call = world
+    acct = session.auth[0]
+    resp = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Calls/{call}.json")
+    assert resp.status_code == 200
+    body = resp.json()
+    path = "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json"
+    schema = response_schema(CALLS_SPEC, path, "get")
+    assert list(violations(CALLS_SPEC, schema, body, "call")) == []
+    assert isinstance(body["duration"], str)
+    assert body["uri"] == f"/2010-04-01/Accounts/{acct}/Calls/{call}.json"
+
+
+@pytest.mark.parametrize("status", ["busy", "failed", "no-answer", "canceled"])
+def test_unsuccessful_calls_have_no_end_time_or_duration(world: Any, status: str) -> None:
+    emu, session, _, _, _ = world
+    acct = session.auth[0]
+    call = emu.add_call(acct, status, ended_ago=timedelta(minutes=20))
+    body = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Calls/{call}.json").json()
+    path = "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json"
+    assert list(violations(CALLS_SPEC, response_schema(CALLS_SPEC, path, "get"), body, "c")) == []
+    assert body["status"] == status
+    assert body["end_time"] is None
+    assert body["duration"] is None
+    assert body["date_updated"] is not None
+
+
+@pytest.mark.parametrize("status", ["queued", "ringing", "in-progress"])
+def test_live_calls_have_no_end_time(world: Any, status: str) -> None:
+    emu, session, _, _, _ = world
+    acct = session.auth[0]
+    call = emu.add_call(acct, status)
+    body = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Calls/{call}.json").json()
+    assert (body["status"], body["end_time"], body["duration"]) == (status, None, None)
+
+
+def test_workspace_and_account_fields(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    acct = session.auth[0]
+    body = session.get(f"{emu.base_url}/v1/Workspaces/{ws}").json()
+    assert set(body) == {
+        "account_sid",
+        "date_created",
+        "date_updated",
+        "default_activity_name",
+        "default_activity_sid",
+        "event_callback_url",
+        "events_filter",
+        "friendly_name",
+        "multi_task_enabled",
+        "prioritize_queue_order",
+        "sid",
+        "timeout_activity_name",
+        "timeout_activity_sid",
+        "url",
+        "links",
+    }
+    assert ISO.match(body["date_created"])
+    account = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}.json").json()
+    assert account["sid"] == acct
+    assert account["status"] == "active"
+    assert account["type"] == "Full"
+    assert RFC2822.match(account["date_created"])
+    assert "auth_token" not in account
+    assert session.auth[1] not in json.dumps(account)
+
+
+def test_error_bodies_follow_twilio_format(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    resp = session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/WT{'0' * 32}")
+    assert resp.status_code == 404
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.json() == {
+        "code": 20404,
+        "message": "The requested resource was not found",
+        "more_info": "https://www.twilio.com/docs/errors/20404",
+        "status": 404,
+    }
+    assert session.get(f"{emu.base_url}/v1/Nope").json()["code"] == 20404
+
+
+def test_every_response_carries_the_concurrency_headers(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    for resp in (
+        session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks"),
+        session.get(f"{emu.base_url}/v1/Workspaces/WS{'0' * 32}"),
+        requests.get(f"{emu.base_url}/v1/Workspaces", auth=("ACx", "nope"), timeout=10),
+    ):
+        assert int(resp.headers["Twilio-Concurrent-Requests"]) >= 0
+        assert float(resp.headers["Twilio-Request-Duration"]) >= 0
