@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stuck_tasks.decide import decide, format_age, read_call_sid
+from stuck_tasks.decide import decide as decide_with_rules
+from stuck_tasks.decide import format_age, read_attributes, read_call_sid
 from stuck_tasks.models import (
     LIVE_CALL_STATUSES,
     OPEN_STATUSES,
@@ -16,7 +17,10 @@ from stuck_tasks.models import (
     Action,
     CallFacts,
     CallMissing,
+    Evidence,
     Reason,
+    Refs,
+    Rules,
     TaskRecord,
 )
 
@@ -29,15 +33,19 @@ def task(
     status: str = "pending", channel: str = "voice", attributes: str | None = None
 ) -> TaskRecord:
     raw = f'{{"call_sid": "{CA}"}}' if attributes is None else attributes
-    found = read_call_sid(raw)
+    found = read_attributes(raw)
     return TaskRecord(
         sid="WT" + "0" * 32,
         status=status,
         channel=channel,
-        attributes_read=True,
-        call_sid=found if isinstance(found, str) else None,
+        refs=found if isinstance(found, Refs) else None,
         attributes_problem=found if isinstance(found, Reason) else None,
     )
+
+
+def decide(record, call, *, now, grace):
+    """The voice-by-call_sid slice of the decision (the other evidence has its own tables)."""
+    return decide_with_rules(record, Evidence(call=call), now=now, rules=Rules(grace=grace))
 
 
 def call(
@@ -65,9 +73,9 @@ TABLE = [
     ("pending",  "voice", None, CallMissing(Reason.CALL_NOT_FOUND, 20404), Action.LEAVE, Reason.CALL_NOT_FOUND),
     ("pending",  "voice", None, CallMissing(Reason.CALL_LOOKUP_FAILED, 20500), Action.LEAVE, Reason.CALL_LOOKUP_FAILED),
     ("pending",  "voice", None, None,                               Action.LEAVE,    Reason.CALL_NOT_CHECKED),
-    ("pending",  "voice", '{"from": "+1555"}', None,                Action.LEAVE,    Reason.NO_CALL_SID),
-    ("pending",  "voice", "{}", None,                               Action.LEAVE,    Reason.NO_CALL_SID),
-    ("pending",  "voice", '{"call_sid": null}', None,               Action.LEAVE,    Reason.NO_CALL_SID),
+    ("pending",  "voice", '{"from": "+1555"}', None,                Action.LEAVE,    Reason.CALL_NOT_CHECKED),
+    ("pending",  "voice", "{}", None,                               Action.LEAVE,    Reason.CALL_NOT_CHECKED),
+    ("pending",  "voice", '{"call_sid": null}', None,               Action.LEAVE,    Reason.CALL_NOT_CHECKED),
     ("pending",  "voice", '{"call_sid": "CA', None,                 Action.LEAVE,    Reason.ATTRIBUTES_NOT_JSON),
     ("pending",  "voice", "[1, 2]", None,                           Action.LEAVE,    Reason.ATTRIBUTES_NOT_OBJECT),
     ("pending",  "voice", "42", None,                               Action.LEAVE,    Reason.ATTRIBUTES_NOT_OBJECT),
@@ -95,6 +103,7 @@ def test_exactly_at_the_grace_boundary_the_task_is_closed():
 
 def test_unread_attributes_never_act():
     record = TaskRecord(sid="WT" + "0" * 32, status="pending", channel="voice")
+    assert not record.attributes_read
     assert decide(record, call("completed"), now=NOW, grace=GRACE).action is Action.LEAVE
 
 
@@ -180,6 +189,7 @@ def test_decide_is_total_deterministic_and_acts_only_on_proof(
 def test_reading_attributes_never_raises(attrs):
     result = read_call_sid(attrs)
     assert result is None or isinstance(result, Reason | str)
+    assert isinstance(read_attributes(attrs), Refs | Reason)
 
 
 @given(evidence=calls, grace=graces)

@@ -19,6 +19,7 @@ from .audit import AuditLog
 from .errors import ConfigError, NotFound
 from .gateway import Connection, Named, TwilioGateway
 from .guards import Counts, Limits, refusals
+from .models import Rules
 from .ratecontrol import AdaptiveLimiter, Metrics, RetryPolicy, retrying
 from .report import EXIT_INTERRUPTED, EXIT_USAGE, render_plan, summary_document, task_line
 from .runner import Live, PlanItem, Policy, Runner, Scope
@@ -40,6 +41,8 @@ class Settings:
     task_sids: tuple[str, ...] = ()
     limit: int | None = None
     grace: timedelta = timedelta(minutes=2)
+    messaging: bool = False
+    wrapping_after: timedelta | None = None
     concurrency: int = 25
     deadline: float = 1800.0
     reason: str = "Orchestration issue: closed stuck voice Task."
@@ -51,6 +54,10 @@ class Settings:
     apply_plan: Path | None = None
     max_plan_age: timedelta = timedelta(hours=1)
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(grace=self.grace, messaging=self.messaging, wrapping_after=self.wrapping_after)
 
     @property
     def writes(self) -> bool:
@@ -241,7 +248,7 @@ class Run:
         return Runner(
             self._gateway_placeholder,
             scope=Scope(self.workspace.sid, filters, s.task_sids, s.limit),
-            policy=Policy(grace=s.grace, reason=s.reason_text, now=utcnow),
+            policy=Policy(rules=s.rules, reason=s.reason_text, now=utcnow),
             retry=self.retry,
             metrics=self.metrics,
             concurrency=s.concurrency,

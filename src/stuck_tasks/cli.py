@@ -83,6 +83,14 @@ def _sid(prefix: str, what: str) -> Any:
     return check
 
 
+def _channels(value: str) -> frozenset[str]:
+    chosen = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = chosen - {"voice", "messaging"}
+    if unknown or "voice" not in chosen:
+        raise click.BadParameter(f"{value!r}: choose voice, or voice,messaging")
+    return chosen
+
+
 def _load_env_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """Load ``.env`` below the real environment (flag > environment > .env)."""
     path = value or find_dotenv(".env", usecwd=True)
@@ -232,6 +240,23 @@ def _run_id() -> str:
     default="2m",
     show_default=True,
     help="How long a call must have been over before its task is closed.",
+)
+@click.option(
+    "--channels",
+    default="voice",
+    show_default=True,
+    callback=lambda ctx, param, value: _channels(value),
+    help="Which tasks to clean: voice, or voice,messaging (Flex Conversations, via the Interactions API).",
+)
+@click.option(
+    "--include-wrapping",
+    is_flag=True,
+    help="Also complete voice tasks abandoned in wrap-up (needs --wrapping-older-than).",
+)
+@click.option(
+    "--wrapping-older-than",
+    type=Duration(),
+    help="With --include-wrapping: complete wrap-ups older than this (from the call's end).",
 )
 @click.option(
     "--concurrency",
@@ -471,6 +496,11 @@ def _settings(options: dict[str, Any]) -> Any:
         raise ConfigError("--save-plan and --apply-plan do not go together: save first, then apply")
     if options["apply_plan"] and (options["task_sids"] or options["dry_run"]):
         raise ConfigError("--apply-plan acts on the saved plan's tasks; drop --task and --dry-run")
+    if options["include_wrapping"] != (options["wrapping_older_than"] is not None):
+        raise ConfigError(
+            "--include-wrapping and --wrapping-older-than go together, e.g. "
+            "--include-wrapping --wrapping-older-than 30m (there is no default duration)"
+        )
     if bool(options["region"]) != bool(options["edge"]):
         raise ConfigError(
             "set --region and --edge together (TWILIO_REGION and TWILIO_EDGE), e.g. ie1 and dublin"
@@ -479,7 +509,13 @@ def _settings(options: dict[str, Any]) -> Any:
     if base_url and not re.match(r"^https?://[^/\s]+/?$", base_url):
         raise ConfigError(f"--base-url must look like http://127.0.0.1:8080, not {base_url!r}")
     shown = {
-        k: (str(v) if isinstance(v, timedelta | Path) else v)
+        k: (
+            sorted(v)
+            if isinstance(v, frozenset)
+            else str(v)
+            if isinstance(v, timedelta | Path)
+            else v
+        )
         for k, v in options.items()
         if k not in {"auth_token", "api_secret"}
     }
@@ -499,6 +535,8 @@ def _settings(options: dict[str, Any]) -> Any:
         task_sids=tuple(options["task_sids"]),
         limit=options["limit"],
         grace=options["grace"],
+        messaging="messaging" in options["channels"],
+        wrapping_after=options["wrapping_older_than"],
         concurrency=options["concurrency"],
         deadline=options["deadline"].total_seconds() or 1.0,
         reason=options["reason"],

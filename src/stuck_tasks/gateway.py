@@ -27,9 +27,17 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from .decide import read_call_sid
+from .decide import read_attributes
 from .errors import ApiError, AuthError, BadResponse, NotFound, StuckTasksError, TransportError
-from .models import CallFacts, TaskRecord
+from .models import (
+    CallFacts,
+    ChannelFacts,
+    ConferenceFacts,
+    ConversationFacts,
+    Reason,
+    Refs,
+    TaskRecord,
+)
 from .ratecontrol import AdaptiveLimiter, Metrics, retry_after_seconds
 
 _logger = logging.getLogger("stuck_tasks.http")
@@ -99,22 +107,31 @@ def _basic_auth(username: str, password: str) -> str:
     return f"Basic {token}"
 
 
+_KINDS = (
+    # (path shape with * for a SID, GET kind, POST kind)
+    ("v1/Workspaces", "list_workspaces", None),
+    ("v1/Workspaces/*", "fetch_workspace", None),
+    ("v1/Workspaces/*/Tasks", "list_tasks", None),
+    ("v1/Workspaces/*/Tasks/*", "fetch_task", "update_task"),
+    ("2010-04-01/Accounts/*", "fetch_account", None),
+    ("2010-04-01/Accounts/*/Calls/*", "fetch_call", None),
+    ("2010-04-01/Accounts/*/Conferences", "list_conferences", None),
+    ("2010-04-01/Accounts/*/Conferences/*", "fetch_conference", None),
+    ("v1/Interactions/*/Channels/*", "fetch_channel", "update_channel"),
+    ("v1/Interactions/*/Channels/*/Participants", "list_participants", None),
+    ("v1/Interactions/*/Channels/*/Participants/*", None, "update_participant"),
+    ("v1/Conversations/*", "fetch_conversation", None),
+)
+
+
 def _kind(method: str, path: str) -> str:
-    parts = [p for p in path.split("/") if p]
-    if parts[:1] == ["v1"] and len(parts) >= 2 and parts[1] == "Workspaces":
-        if len(parts) == 2:
-            return "list_workspaces"
-        if len(parts) == 3:
-            return "fetch_workspace"
-        if len(parts) == 4 and parts[3] == "Tasks":
-            return "list_tasks"
-        if len(parts) == 5 and parts[3] == "Tasks":
-            return "update_task" if method == "POST" else "fetch_task"
-    if parts[:1] == ["2010-04-01"]:
-        if len(parts) == 3:
-            return "fetch_account"
-        if len(parts) == 5 and parts[3] == "Calls":
-            return "fetch_call"
+    parts = [p.removesuffix(".json") for p in path.split("/") if p]
+    for shape, get, post in _KINDS:
+        pattern = shape.split("/")
+        if len(pattern) == len(parts) and all(
+            a in ("*", b) for a, b in zip(pattern, parts, strict=True)
+        ):
+            return (post if method == "POST" else get) or "other"
     return "other"
 
 
@@ -241,8 +258,7 @@ def _aware(value: object) -> datetime | None:
 
 def task_record(instance: Any, etag: str | None = None, *, attributes_known: bool) -> TaskRecord:
     """Turn a twilio TaskInstance into our record, reading its attributes when we have them."""
-    raw = instance.attributes if attributes_known else None
-    found = read_call_sid(raw) if attributes_known else None
+    found = read_attributes(instance.attributes) if attributes_known else None
     return TaskRecord(
         sid=instance.sid,
         status=instance.assignment_status,
@@ -251,9 +267,8 @@ def task_record(instance: Any, etag: str | None = None, *, attributes_known: boo
         date_created=_aware(instance.date_created),
         date_updated=_aware(instance.date_updated),
         age=instance.age if isinstance(instance.age, int) else None,
-        attributes_read=attributes_known,
-        call_sid=found if isinstance(found, str) else None,
-        attributes_problem=None if found is None or isinstance(found, str) else found,
+        refs=found if isinstance(found, Refs) else None,
+        attributes_problem=found if isinstance(found, Reason) else None,
         etag=etag,
     )
 
@@ -385,3 +400,57 @@ class TwilioGateway:
             kwargs["if_match"] = if_match
         answer = await self._call(lambda: context.update_with_http_info_async(**kwargs))
         return Written(answer.data.assignment_status, _header(answer.headers, "ETag"))
+
+    # ------------------------------------------------------------ conferences (voice evidence)
+
+    async def fetch_conference(self, sid: str) -> ConferenceFacts:
+        account = self.connection.credentials.account_sid
+        conf = await self._call(
+            lambda: self._client.api.v2010.accounts(account).conferences(sid).fetch_async()
+        )
+        return ConferenceFacts(conf.sid, conf.status or "", _aware(conf.date_updated))
+
+    async def conferences_named(self, friendly_name: str) -> list[ConferenceFacts]:
+        """Conferences whose FriendlyName is ``friendly_name`` (TaskRouter uses the task SID)."""
+        account = self.connection.credentials.account_sid
+        found = await self._call(
+            lambda: self._client.api.v2010.accounts(account).conferences.list_async(
+                friendly_name=friendly_name, page_size=50, limit=50
+            )
+        )
+        return [ConferenceFacts(c.sid, c.status or "", _aware(c.date_updated)) for c in found]
+
+    # ------------------------------------------------------------ Flex Conversations
+
+    def _channel(self, interaction_sid: str, channel_sid: str) -> Any:
+        return self._client.flex_api.v1.interaction(interaction_sid).channels(channel_sid)
+
+    async def fetch_channel(self, interaction_sid: str, channel_sid: str) -> ChannelFacts:
+        channel = await self._call(self._channel(interaction_sid, channel_sid).fetch_async)
+        return ChannelFacts(channel.sid, channel.status or "")
+
+    async def channel_participants(
+        self, interaction_sid: str, channel_sid: str
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """(sid, type, routing_properties) of each participant of the channel."""
+        participants = self._channel(interaction_sid, channel_sid).participants
+        found = await self._call(lambda: participants.list_async(page_size=100, limit=100))
+        return [(p.sid, p.type or "", dict(p.routing_properties or {})) for p in found]
+
+    async def fetch_conversation(self, sid: str) -> ConversationFacts:
+        conv = await self._call(self._client.conversations.v1.conversations(sid).fetch_async)
+        return ConversationFacts(conv.sid, conv.state or "", _aware(conv.date_updated))
+
+    async def close_participant(
+        self, interaction_sid: str, channel_sid: str, participant_sid: str
+    ) -> None:
+        """Close the agent's participant: Twilio completes its task, the channel stays open."""
+        participant = self._channel(interaction_sid, channel_sid).participants(participant_sid)
+        await self._call(lambda: participant.update_async(status="closed"))
+
+    async def close_channel(self, interaction_sid: str, channel_sid: str) -> None:
+        """Close the channel and, with Routing ``closed``, its tasks (not just wrap them up)."""
+        channel = self._channel(interaction_sid, channel_sid)
+        await self._call(
+            lambda: channel.update_async(status="closed", routing={"status": "closed"})
+        )

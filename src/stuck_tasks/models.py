@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 OPEN_STATUSES = ("pending", "reserved", "assigned")
 TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
@@ -17,16 +17,23 @@ class Action(enum.Enum):
 
     CANCEL = "cancel"
     COMPLETE = "complete"
+    CLOSE_PARTICIPANT = "close-participant"
+    CLOSE_CHANNEL = "close-channel"
     LEAVE = "leave"
 
     @property
     def target_status(self) -> str:
-        """The ``AssignmentStatus`` this action writes."""
+        """The ``AssignmentStatus`` this action writes through the TaskRouter Task API."""
         if self is Action.CANCEL:
             return "canceled"
         if self is Action.COMPLETE:
             return "completed"
-        raise ValueError("LEAVE writes nothing")
+        raise ValueError(f"{self.value} writes no task status")
+
+    @property
+    def uses_task_api(self) -> bool:
+        """Cancel and complete go through TaskRouter; messaging closes go through Interactions."""
+        return self in (Action.CANCEL, Action.COMPLETE)
 
 
 class Reason(enum.Enum):
@@ -41,7 +48,27 @@ class Reason(enum.Enum):
     ATTRIBUTES_NOT_OBJECT = "attributes-not-object"
     CALL_SID_NOT_STRING = "call-sid-not-string"
     CALL_SID_MALFORMED = "call-sid-malformed"
-    NO_CALL_SID = "no-call-sid"
+    NO_EVIDENCE = "no-evidence"
+    CONFERENCE_MALFORMED = "conference-malformed"
+    CONFERENCE_LIVE = "conference-live"
+    CONFERENCE_NOT_FOUND = "conference-not-found"
+    CONFERENCE_LOOKUP_FAILED = "conference-lookup-failed"
+    WRAPPING_ABANDONED = "wrapping-abandoned"
+    WRAPPING_RECENT = "wrapping-recent"
+    CHANNEL_CLOSED = "channel-closed"
+    CONVERSATION_CLOSED = "conversation-closed"
+    CONVERSATION_CLOSED_IN_GRACE = "conversation-closed-in-grace"
+    CONVERSATION_ACTIVE = "conversation-active"
+    CONVERSATION_NOT_FOUND = "conversation-not-found"
+    CONVERSATION_LOOKUP_FAILED = "conversation-lookup-failed"
+    CHANNEL_NOT_FOUND = "channel-not-found"
+    CHANNEL_LOOKUP_FAILED = "channel-lookup-failed"
+    CHANNEL_NOT_CLOSABLE = "channel-not-closable"
+    NO_AGENT_PARTICIPANT = "no-agent-participant"
+    NO_INTERACTION = "no-interaction"
+    LEGACY_CHAT = "legacy-chat"
+    UNKNOWN_MESSAGING = "unknown-messaging"
+    MESSAGING_REFS_MALFORMED = "messaging-refs-malformed"
     CALL_NOT_CHECKED = "call-not-checked"
     CALL_NOT_FOUND = "call-not-found"
     CALL_LOOKUP_FAILED = "call-lookup-failed"
@@ -65,7 +92,27 @@ _REASON_LABELS = {
     Reason.ATTRIBUTES_NOT_OBJECT: "attributes are not a JSON object",
     Reason.CALL_SID_NOT_STRING: "call_sid is not a string",
     Reason.CALL_SID_MALFORMED: "call_sid is not a call SID",
-    Reason.NO_CALL_SID: "no call_sid",
+    Reason.NO_EVIDENCE: "no call or conference to check",
+    Reason.CONFERENCE_MALFORMED: "conference attributes are malformed",
+    Reason.CONFERENCE_LIVE: "conference still live",
+    Reason.CONFERENCE_NOT_FOUND: "conference not found (404: unknown is not proof)",
+    Reason.CONFERENCE_LOOKUP_FAILED: "conference lookup failed",
+    Reason.WRAPPING_ABANDONED: "abandoned wrap-up",
+    Reason.WRAPPING_RECENT: "in wrap-up for less than --wrapping-older-than",
+    Reason.CHANNEL_CLOSED: "interaction channel closed, agent still joined",
+    Reason.CONVERSATION_CLOSED: "conversation closed, interaction channel still open",
+    Reason.CONVERSATION_CLOSED_IN_GRACE: "conversation closed within the grace period",
+    Reason.CONVERSATION_ACTIVE: "conversation still active",
+    Reason.CONVERSATION_NOT_FOUND: "conversation not found",
+    Reason.CONVERSATION_LOOKUP_FAILED: "conversation lookup failed",
+    Reason.CHANNEL_NOT_FOUND: "interaction channel not found",
+    Reason.CHANNEL_LOOKUP_FAILED: "interaction channel lookup failed",
+    Reason.CHANNEL_NOT_CLOSABLE: "interaction channel in a state the tool does not close",
+    Reason.NO_AGENT_PARTICIPANT: "channel closed but no agent participant of this task to close",
+    Reason.NO_INTERACTION: "conversation task without interaction SIDs",
+    Reason.LEGACY_CHAT: "Programmable Chat task: reported, never touched",
+    Reason.UNKNOWN_MESSAGING: "non-voice task of an unknown shape: reported, never touched",
+    Reason.MESSAGING_REFS_MALFORMED: "interaction SIDs in the attributes are malformed",
     Reason.CALL_NOT_CHECKED: "call not checked",
     Reason.CALL_NOT_FOUND: "call not found (404: unknown is not proof)",
     Reason.CALL_LOOKUP_FAILED: "call lookup failed",
@@ -74,6 +121,23 @@ _REASON_LABELS = {
     Reason.CALL_END_UNKNOWN: "call end time unknown",
     Reason.CALL_ENDED_IN_GRACE: "call ended within the grace period",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    """What a task's attributes point at; every SID here has the right prefix and length."""
+
+    call_sid: str | None = None
+    conference_sid: str | None = None
+    participant_calls: tuple[str, ...] = ()
+    interaction_sid: str | None = None
+    channel_sid: str | None = None
+    conversation_sid: str | None = None
+    legacy_chat: bool = False
+
+    @property
+    def has_voice_evidence(self) -> bool:
+        return bool(self.call_sid or self.conference_sid or self.participant_calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +152,18 @@ class TaskRecord:
     date_updated: datetime | None = None
     age: int | None = None
     # Filled in once the attributes have been read (from a fetch, or from the list
-    # when Twilio included them there): the call SID, or why there is none.
-    attributes_read: bool = False
-    call_sid: str | None = None
+    # when Twilio included them there): what they point at, or why they cannot be read.
+    refs: Refs | None = None
     attributes_problem: Reason | None = None
     etag: str | None = None
+
+    @property
+    def attributes_read(self) -> bool:
+        return self.refs is not None or self.attributes_problem is not None
+
+    @property
+    def call_sid(self) -> str | None:
+        return self.refs.call_sid if self.refs is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +182,60 @@ class CallFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class CallMissing:
-    """A call lookup that gave no evidence."""
+class Missing:
+    """A lookup that gave no evidence: not found, or failed after all retries."""
 
-    reason: Reason  # CALL_NOT_FOUND or CALL_LOOKUP_FAILED
+    reason: Reason
     code: int | None = None
 
 
-CallResult = CallFacts | CallMissing
+CallMissing = Missing  # the name the call path has always used
+CallResult = CallFacts | Missing
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceFacts:
+    """A conference's state; ``date_updated`` of a completed conference is its end."""
+
+    sid: str
+    status: str
+    date_updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFacts:
+    """A Flex interaction channel's state."""
+
+    sid: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFacts:
+    """A Conversation's state; ``date_updated`` of a closed one is when it closed."""
+
+    sid: str
+    state: str
+    date_updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantFacts:
+    """The agent participant of an interaction channel that belongs to the task."""
+
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Every lookup a decision rests on; ``None`` means not looked up."""
+
+    call: CallFacts | Missing | None = None
+    conference: ConferenceFacts | Missing | None = None
+    participant_calls: tuple[CallFacts | Missing, ...] = ()
+    channel: ChannelFacts | Missing | None = None
+    conversation: ConversationFacts | Missing | None = None
+    agent: ParticipantFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +270,12 @@ class ApplyResult:
     status_after: str | None = None
     code: int | None = None
     attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The knobs of the decision."""
+
+    grace: timedelta
+    messaging: bool = False  # --channels includes messaging
+    wrapping_after: timedelta | None = None  # --include-wrapping --wrapping-older-than

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .models import Action, Decision, Reason, TaskRecord
+from .models import Action, Decision, Reason, Refs, TaskRecord
 from .runner import PlanItem
 
 KIND = "stuck-tasks-plan"
@@ -55,6 +55,8 @@ def save(path: Path, plan: SavedPlan) -> None:
                 "queue": i.task.queue,
                 "age_seconds": i.task.age,
                 "call_sid": i.task.call_sid,
+                "refs": _refs_json(i.task.refs),
+                "participant_sid": i.participant_sid,
                 "call_status": i.call_status,
                 "call_ended_at": _iso(i.call_ended_at),
                 "action": i.decision.action.value,
@@ -110,14 +112,23 @@ def _item(entry: dict[str, Any]) -> PlanItem:
     action = Action(entry["action"])
     if action is Action.LEAVE:
         raise ValueError("a saved plan holds only tasks to close")
+    raw = entry.get("refs") or {}
+    refs = Refs(
+        call_sid=raw.get("call_sid"),
+        conference_sid=raw.get("conference_sid"),
+        participant_calls=tuple(raw.get("participant_calls") or ()),
+        interaction_sid=raw.get("interaction_sid"),
+        channel_sid=raw.get("channel_sid"),
+        conversation_sid=raw.get("conversation_sid"),
+        legacy_chat=bool(raw.get("legacy_chat")),
+    )
     record = TaskRecord(
         sid=str(entry["task_sid"]),
         status=str(entry["status"]),
         channel=str(entry["channel"]),
         queue=entry.get("queue"),
         age=entry.get("age_seconds"),
-        attributes_read=True,
-        call_sid=entry.get("call_sid"),
+        refs=refs,
     )
     decision = Decision(action, Reason(entry["reason"]), str(entry.get("detail", "")))
     return PlanItem(
@@ -125,7 +136,22 @@ def _item(entry: dict[str, Any]) -> PlanItem:
         decision,
         call_status=entry.get("call_status"),
         call_ended_at=_parse_time(entry.get("call_ended_at")),
+        participant_sid=entry.get("participant_sid"),
     )
+
+
+def _refs_json(refs: Refs | None) -> dict[str, Any]:
+    if refs is None:
+        return {}
+    return {
+        "call_sid": refs.call_sid,
+        "conference_sid": refs.conference_sid,
+        "participant_calls": list(refs.participant_calls),
+        "interaction_sid": refs.interaction_sid,
+        "channel_sid": refs.channel_sid,
+        "conversation_sid": refs.conversation_sid,
+        "legacy_chat": refs.legacy_chat,
+    }
 
 
 def check_applicable(

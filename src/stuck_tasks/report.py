@@ -78,9 +78,12 @@ def summary_document(
     skipped: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     examined = 0
+    wrapups = 0
     for line in lines:
         examined += 1
         decisions[line["decision"]] += 1
+        if line["reason"] == Reason.WRAPPING_ABANDONED.value:
+            wrapups += 1
         if line["decision"] == Action.LEAVE.value:
             left[line["reason"]] += 1
             continue
@@ -90,7 +93,7 @@ def summary_document(
         elif line["outcome"] == Outcome.FAILED.value:
             failed[line["why"]] += 1
     dry_run = bool(header.get("dry_run"))
-    to_close = decisions[Action.CANCEL.value] + decisions[Action.COMPLETE.value]
+    to_close = sum(n for action, n in decisions.items() if action != Action.LEAVE.value)
     if exit_code is None:
         exit_code = (
             EXIT_INTERRUPTED if interrupted else EXIT_PARTIAL if outcomes["failed"] else EXIT_OK
@@ -122,6 +125,9 @@ def summary_document(
             "total": to_close,
             "cancel": decisions[Action.CANCEL.value],
             "complete": decisions[Action.COMPLETE.value],
+            "close_participant": decisions[Action.CLOSE_PARTICIPANT.value],
+            "close_channel": decisions[Action.CLOSE_CHANNEL.value],
+            "abandoned_wrapup": wrapups,
         },
         "closed": outcomes[Outcome.CLOSED.value],
         "skipped": {"total": sum(skipped.values()), "by_reason": dict(sorted(skipped.items()))},
@@ -146,29 +152,49 @@ def _label(code: str) -> str:
         return code
 
 
+def _breakdown(counts: Mapping[str, int]) -> str:
+    names = (
+        ("cancel", "cancel"),
+        ("complete", "complete"),
+        ("close_participant", "close agent participant"),
+        ("close_channel", "close channel"),
+    )
+    parts = [f"{label} {counts[key]}" for key, label in names if counts.get(key)]
+    return ", ".join(parts) or "none"
+
+
 def render_plan(items: list[PlanItem], *, now: datetime, target: str, sample: int = 10) -> str:
-    """Where, counts by action and reason, then a sample of the tasks to close."""
+    """Where, counts by action and reason, then samples of the tasks to close."""
     acts = [i for i in items if i.decision.acts]
-    cancel = sum(1 for i in acts if i.decision.action is Action.CANCEL)
+    counts = Counter(i.decision.action.value.replace("-", "_") for i in acts)
+    wrapups = [i for i in acts if i.decision.reason is Reason.WRAPPING_ABANDONED]
     left = Counter(i.decision.reason.value for i in items if not i.decision.acts)
     out = [
-        f"Plan for {target}: {len(items)} open tasks examined",
-        f"  to close  {len(acts):>6}  (cancel {cancel}, complete {len(acts) - cancel})",
-        f"  to leave  {sum(left.values()):>6}",
+        f"Plan for {target}: {len(items)} tasks examined",
+        f"  to close  {len(acts):>6}  ({_breakdown(counts)})",
     ]
-    out.extend(f"      {n:>6}  {_label(code)}" for code, n in left.most_common())
-    if acts:
-        shown = acts[:sample]
-        out.append(f"Sample of tasks to close ({len(shown)} of {len(acts)}):")
+    if wrapups:
         out.append(
-            f"  {'task':<34}  {'status':<8}  {'age':>7}  {'queue':<16}  {'call':<10}  {'ended':>7}  action"
+            f"            {len(wrapups):>6}  of them abandoned wrap-ups (--include-wrapping)"
+        )
+    out.append(f"  to leave  {sum(left.values()):>6}")
+    out.extend(f"      {n:>6}  {_label(code)}" for code, n in left.most_common())
+    stuck = [i for i in acts if i.decision.reason is not Reason.WRAPPING_ABANDONED]
+    for title, group in (("tasks to close", stuck), ("abandoned wrap-ups to complete", wrapups)):
+        if not group:
+            continue
+        shown = group[:sample]
+        out.append(f"Sample of {title} ({len(shown)} of {len(group)}):")
+        out.append(
+            f"  {'task':<34}  {'status':<8}  {'age':>7}  {'queue':<16}  {'evidence':<22}  {'ended':>7}  action"
         )
         for item in shown:
             t = item.task
-            ended = format_age(now - item.call_ended_at) if item.call_ended_at else "?"
+            ended = format_age(now - item.call_ended_at) if item.call_ended_at else "-"
+            evidence = item.call_status or item.decision.detail
             out.append(
                 f"  {t.sid:<34}  {t.status:<8}  {format_age(t.age):>7}  "
-                f"{(t.queue or '-')[:16]:<16}  {(item.call_status or '-'):<10}  "
+                f"{(t.queue or '-')[:16]:<16}  {evidence[:22]:<22}  "
                 f"{ended:>7}  {item.decision.action.value}"
             )
     return "\n".join(out)
@@ -188,7 +214,7 @@ def render_summary(doc: Mapping[str, Any]) -> str:
         f"{title}. Run {doc['run_id']}",
         f"  workspace   {ws['friendly_name']} ({ws['sid']}), account {acct['friendly_name']} ({acct['sid']})",
         f"  examined    {doc['examined']:>6}",
-        f"  to close    {doc['to_close']['total']:>6}  (cancel {doc['to_close']['cancel']}, complete {doc['to_close']['complete']})",
+        f"  to close    {doc['to_close']['total']:>6}  ({_breakdown(doc['to_close'])})",
     ]
     if not doc["dry_run"]:
         lines.append(f"  closed      {doc['closed']:>6}")

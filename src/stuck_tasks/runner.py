@@ -15,10 +15,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from datetime import datetime, timezone
+from typing import Any, Protocol, TypeVar, cast
 
-from .decide import decide, needs_call
+from .decide import CLOSED_CHANNEL_STATUSES, decide, is_messaging
 from .errors import ApiError, AuthError, NotFound, StuckTasksError, TransportError
 from .models import (
     OPEN_STATUSES,
@@ -26,11 +26,17 @@ from .models import (
     Action,
     ApplyResult,
     CallFacts,
-    CallMissing,
-    CallResult,
+    ChannelFacts,
+    ConferenceFacts,
+    ConversationFacts,
     Decision,
+    Evidence,
+    Missing,
     Outcome,
+    ParticipantFacts,
     Reason,
+    Refs,
+    Rules,
     TaskRecord,
 )
 from .ratecontrol import Metrics, RetryPolicy, backoff, retrying
@@ -54,6 +60,24 @@ class Gateway(Protocol):
 
     async def fetch_call(self, sid: str) -> CallFacts: ...
 
+    async def fetch_conference(self, sid: str) -> ConferenceFacts: ...
+
+    async def conferences_named(self, friendly_name: str) -> list[ConferenceFacts]: ...
+
+    async def fetch_channel(self, interaction_sid: str, channel_sid: str) -> ChannelFacts: ...
+
+    async def channel_participants(
+        self, interaction_sid: str, channel_sid: str
+    ) -> list[tuple[str, str, dict[str, Any]]]: ...
+
+    async def fetch_conversation(self, sid: str) -> ConversationFacts: ...
+
+    async def close_participant(
+        self, interaction_sid: str, channel_sid: str, participant_sid: str
+    ) -> None: ...
+
+    async def close_channel(self, interaction_sid: str, channel_sid: str) -> None: ...
+
     async def update_task(
         self, workspace_sid: str, sid: str, *, status: str, reason: str, if_match: str | None
     ) -> Any: ...
@@ -73,9 +97,14 @@ class Scope:
 class Policy:
     """How decisions and writes are made."""
 
-    grace: timedelta
+    rules: Rules
     reason: str  # the Reason text written to each closed task (carries the run id)
     now: Callable[[], datetime]
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """The statuses the listing asks for."""
+        return OPEN_STATUSES + (("wrapping",) if self.rules.wrapping_after is not None else ())
 
 
 @dataclass(slots=True)
@@ -86,12 +115,13 @@ class PlanItem:
     decision: Decision
     call_status: str | None = None
     call_ended_at: datetime | None = None
+    participant_sid: str | None = None  # the agent participant to close (messaging)
     result: ApplyResult | None = None
 
 
 @dataclass
 class Plan:
-    """Everything examined so far, in listing order."""
+    """Everything examined so far, in the order decisions settled."""
 
     items: list[PlanItem] = field(default_factory=list)
     listed: int = 0
@@ -150,7 +180,7 @@ class Runner:
         self.halted: str | None = None  # a guard tripped: no further writes
         self.verify_calls = False  # saved plans: re-check the call before each write
         self.writes_in_flight: set[str] = set()
-        self._calls: dict[str, asyncio.Future[CallResult]] = {}
+        self._lookups: dict[tuple[str, str], asyncio.Future[object]] = {}
         self._on_decided = on_decided
         self._on_settled = on_settled
 
@@ -212,7 +242,7 @@ class Runner:
             return
         pages = self._gw.task_pages(
             self.scope.workspace_sid,
-            statuses=OPEN_STATUSES,
+            statuses=self.policy.statuses,
             filters=self.scope.filters,
             fetch_page=self._read,
         )
@@ -251,13 +281,7 @@ class Runner:
                 on_act(item)
 
     async def _examine(self, record: TaskRecord) -> PlanItem:
-        explicit = record.status == "?"
-        wants_attributes = explicit or (
-            record.status in OPEN_STATUSES
-            and record.channel == VOICE_CHANNEL
-            and not record.attributes_read
-        )
-        if wants_attributes:
+        if record.status == "?" or (self._relevant(record) and not record.attributes_read):
             try:
                 record, _ = await self._read(
                     lambda: self._gw.fetch_task(self.scope.workspace_sid, record.sid)
@@ -269,31 +293,148 @@ class Runner:
             except StuckTasksError as error:
                 detail = f"task could not be read: {_describe(error)}"
                 return PlanItem(record, Decision(Action.LEAVE, Reason.TASK_FETCH_FAILED, detail))
-        call: CallResult | None = None
-        if needs_call(record) and record.call_sid is not None:
-            call = await self._call_result(record.call_sid)
-        decision = decide(record, call, now=self.policy.now(), grace=self.policy.grace)
+        evidence = await self._evidence(record) if self._relevant(record) else Evidence()
+        decision = decide(record, evidence, now=self.policy.now(), rules=self.policy.rules)
         item = PlanItem(record, decision)
-        if isinstance(call, CallFacts):
-            item.call_status = call.status
-            item.call_ended_at = call.ended_at
+        if isinstance(evidence.call, CallFacts):
+            item.call_status = evidence.call.status
+            item.call_ended_at = evidence.call.ended_at
+        elif isinstance(evidence.conference, ConferenceFacts):
+            item.call_status = f"conference {evidence.conference.status}"
+            item.call_ended_at = evidence.conference.date_updated
+        if evidence.agent is not None:
+            item.participant_sid = evidence.agent.sid
         return item
 
-    async def _call_result(self, sid: str) -> CallResult:
-        """Look a call up once per run, even when several tasks name it."""
-        known = self._calls.get(sid)
+    def _relevant(self, record: TaskRecord) -> bool:
+        """Tasks whose decision needs their attributes (and then lookups)."""
+        rules = self.policy.rules
+        if record.channel == VOICE_CHANNEL:
+            return record.status in OPEN_STATUSES or (
+                record.status == "wrapping" and rules.wrapping_after is not None
+            )
+        return rules.messaging and record.status in OPEN_STATUSES
+
+    async def _evidence(self, task: TaskRecord) -> Evidence:
+        """Make exactly the lookups the decision needs, concurrently, each once per run."""
+        refs = task.refs
+        if refs is None or task.attributes_problem is not None:
+            return Evidence()
+        if task.channel == VOICE_CHANNEL:
+            if task.status == "wrapping":
+                call = await self._lookup_call(refs.call_sid) if refs.call_sid else None
+                return Evidence(call=call)
+            return await self._voice_evidence(task.sid, refs)
+        if is_messaging(task) and refs.interaction_sid and not refs.legacy_chat:
+            return await self._messaging_evidence(task.sid, refs)
+        return Evidence()
+
+    async def _voice_evidence(self, task_sid: str, refs: Refs) -> Evidence:
+        extra = [c for c in refs.participant_calls if c != refs.call_sid]
+        if not (refs.call_sid or refs.conference_sid or extra):
+            return Evidence(conference=await self._conference_named(task_sid))
+        call = asyncio.ensure_future(self._lookup_call(refs.call_sid)) if refs.call_sid else None
+        conference = (
+            asyncio.ensure_future(self._lookup_conference(refs.conference_sid))
+            if refs.conference_sid
+            else None
+        )
+        participants = await asyncio.gather(*(self._lookup_call(c) for c in extra))
+        return Evidence(
+            call=await call if call else None,
+            conference=await conference if conference else None,
+            participant_calls=tuple(participants),
+        )
+
+    async def _messaging_evidence(self, task_sid: str, refs: Refs) -> Evidence:
+        assert refs.interaction_sid is not None
+        assert refs.channel_sid is not None
+        kd, uo = refs.interaction_sid, refs.channel_sid
+        channel = await self._lookup(
+            ("channel", uo),
+            lambda: self._gw.fetch_channel(kd, uo),
+            Reason.CHANNEL_NOT_FOUND,
+            Reason.CHANNEL_LOOKUP_FAILED,
+        )
+        if isinstance(channel, ChannelFacts) and channel.status in CLOSED_CHANNEL_STATUSES:
+            try:
+                participants = await self._read(lambda: self._gw.channel_participants(kd, uo))
+            except StuckTasksError:
+                return Evidence(channel=Missing(Reason.CHANNEL_LOOKUP_FAILED))
+            return Evidence(channel=channel, agent=agent_of(task_sid, participants))
+        conversation = None
+        if (
+            isinstance(channel, ChannelFacts)
+            and channel.status == "active"
+            and refs.conversation_sid
+        ):
+            ch = refs.conversation_sid
+            conversation = await self._lookup(
+                ("conversation", ch),
+                lambda: self._gw.fetch_conversation(ch),
+                Reason.CONVERSATION_NOT_FOUND,
+                Reason.CONVERSATION_LOOKUP_FAILED,
+            )
+        return Evidence(channel=channel, conversation=conversation)
+
+    async def _lookup_call(self, sid: str) -> CallFacts | Missing:
+        return await self._lookup(
+            ("call", sid),
+            lambda: self._gw.fetch_call(sid),
+            Reason.CALL_NOT_FOUND,
+            Reason.CALL_LOOKUP_FAILED,
+        )
+
+    async def _lookup_conference(self, sid: str) -> ConferenceFacts | Missing:
+        return await self._lookup(
+            ("conference", sid),
+            lambda: self._gw.fetch_conference(sid),
+            Reason.CONFERENCE_NOT_FOUND,
+            Reason.CONFERENCE_LOOKUP_FAILED,
+        )
+
+    async def _conference_named(self, task_sid: str) -> ConferenceFacts | Missing:
+        async def newest() -> ConferenceFacts:
+            found: list[ConferenceFacts] = await self._gw.conferences_named(task_sid)
+            if not found:
+                raise NotFound(404, 20404, "no conference is named after the task")
+            live = [c for c in found if c.status != "completed"]
+            return live[0] if live else max(found, key=lambda c: c.date_updated or _EPOCH)
+
+        return await self._lookup(
+            ("conference-named", task_sid),
+            newest,
+            Reason.CONFERENCE_NOT_FOUND,
+            Reason.CONFERENCE_LOOKUP_FAILED,
+        )
+
+    async def _lookup(
+        self,
+        key: tuple[str, str],
+        op: Callable[[], Awaitable[T]],
+        not_found: Reason,
+        failed: Reason,
+    ) -> T | Missing:
+        """Read once per run, even when several tasks name the same resource."""
+        known = self._lookups.get(key)
         if known is not None:
-            return await asyncio.shield(known)
-        future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
-        self._calls[sid] = future
+            return cast("T | Missing", await asyncio.shield(known))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._lookups[key] = future
+        result: T | Missing
         try:
-            result: CallResult = await self._read(lambda: self._gw.fetch_call(sid))
+            result = await self._read(op)
         except NotFound as error:
-            result = CallMissing(Reason.CALL_NOT_FOUND, error.code)
+            result = Missing(not_found, error.code)
+        except AuthError as error:
+            result = Missing(failed, error.code)
         except ApiError as error:
-            result = CallMissing(Reason.CALL_LOOKUP_FAILED, error.code)
+            result = Missing(failed, error.code)
         except StuckTasksError:
-            result = CallMissing(Reason.CALL_LOOKUP_FAILED, None)
+            result = Missing(failed, None)
+        except BaseException:
+            future.cancel()
+            raise
         future.set_result(result)
         return result
 
@@ -343,6 +484,8 @@ class Runner:
                 self._on_settled(item)
 
     async def _apply_one(self, item: PlanItem, *, recheck: bool) -> ApplyResult:
+        if not item.decision.action.uses_task_api:
+            return await self._apply_interaction(item)
         task = item.task
         target = item.decision.action.target_status
         etag = None if recheck else task.etag
@@ -405,6 +548,84 @@ class Runner:
                 )
             await backoff(self.retry, self.metrics, attempts, last)
 
+    async def _apply_interaction(self, item: PlanItem) -> ApplyResult:
+        """Close a Flex Conversations task the supported way: through the Interactions API.
+
+        Twilio: "Do not use Task API directly to cancel or delete a task" of a conversation. The
+        Interactions API has no If-Match, so the task is read again right before the write and
+        the write is skipped when it changed; an unknown outcome is settled by reading the task.
+        """
+        task, refs = item.task, item.task.refs
+        assert refs is not None
+        assert refs.interaction_sid is not None
+        assert refs.channel_sid is not None
+        kd, uo = refs.interaction_sid, refs.channel_sid
+        participant = item.participant_sid
+        if item.decision.action is Action.CLOSE_PARTICIPANT:
+            assert participant is not None
+
+        async def write() -> None:
+            if participant is not None and item.decision.action is Action.CLOSE_PARTICIPANT:
+                await self._gw.close_participant(kd, uo, participant)
+            else:
+                await self._gw.close_channel(kd, uo)
+
+        attempts = 0
+        sent_once = False
+        while True:
+            settled, _ = await self._reread(item, "completed", sent_once=False, attempts=attempts)
+            if settled is not None:
+                if sent_once and settled.why.startswith("now-") and settled.status_after in _CLOSED:
+                    return ApplyResult(
+                        Outcome.CLOSED,
+                        "closed",
+                        f"{task.status} -> {settled.status_after} (confirmed by re-read)",
+                        status_after=settled.status_after,
+                        attempts=attempts,
+                    )
+                return settled
+            attempts += 1
+            try:
+                await write()
+            except ApiError as error:
+                if error.code == 80906:
+                    return _skip("interaction-not-open", error.message, attempts)
+                verdict = _write_refused(error, attempts)
+                if verdict is not None:
+                    return verdict
+                sent_once = sent_once or error.status != 429
+                last: StuckTasksError = error
+            except TransportError as error:
+                sent_once = sent_once or error.sent
+                last = error
+            else:
+                after = await self._status_after(task.sid)
+                return ApplyResult(
+                    Outcome.CLOSED,
+                    "closed",
+                    f"{task.status} -> {after or '?'} via the Interactions API",
+                    status_after=after,
+                    attempts=attempts,
+                )
+            if attempts >= self.retry.attempts or (self.stop_requested and not sent_once):
+                why = _code_why(last) if isinstance(last, ApiError) else "transport"
+                outcome = (
+                    Outcome.FAILED if attempts >= self.retry.attempts else Outcome.NOT_ATTEMPTED
+                )
+                return ApplyResult(outcome, why, _describe(last), attempts=attempts)
+            await backoff(self.retry, self.metrics, attempts, last)
+
+    async def _status_after(self, sid: str) -> str | None:
+        try:
+            fresh, _ = await retrying(
+                lambda: self._gw.fetch_task(self.scope.workspace_sid, sid),
+                policy=self.retry,
+                metrics=self.metrics,
+            )
+        except StuckTasksError:
+            return None
+        return fresh.status
+
     async def _reread(
         self, item: PlanItem, target: str, *, sent_once: bool, attempts: int
     ) -> tuple[ApplyResult | None, str | None]:
@@ -439,14 +660,37 @@ class Runner:
                 _skip(f"now-{fresh.status}", f"task is now {fresh.status}", attempts, fresh.status),
                 None,
             )
-        if fresh.call_sid != task.call_sid or fresh.attributes_problem != task.attributes_problem:
-            return _skip("attributes-changed", "the task's call_sid changed", attempts), None
+        if fresh.refs != task.refs or fresh.attributes_problem != task.attributes_problem:
+            return _skip("attributes-changed", "the task's evidence changed", attempts), None
         if self.verify_calls and not sent_once:
-            call = await self._call_result(fresh.call_sid) if fresh.call_sid else None
-            again = decide(fresh, call, now=self.policy.now(), grace=self.policy.grace)
+            self._lookups.clear()  # a saved plan re-checks the evidence itself, not a memory of it
+            evidence = await self._evidence(fresh)
+            again = decide(fresh, evidence, now=self.policy.now(), rules=self.policy.rules)
             if again.action is not item.decision.action:
                 return _skip("no-longer-stuck", again.detail, attempts), None
         return None, fresh.etag or ""
+
+
+_CLOSED = frozenset({"completed", "canceled", "wrapping"})
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def agent_of(
+    task_sid: str, participants: list[tuple[str, str, dict[str, Any]]]
+) -> ParticipantFacts | None:
+    """The one agent participant whose routing properties name this task, else None.
+
+    Closing a participant completes its task, so the tool closes only a participant that is
+    provably this task's agent; anything ambiguous is left for a person.
+    """
+    mine = [
+        sid
+        for sid, kind, routing in participants
+        if kind == "agent" and task_sid in {str(v) for v in routing.values()}
+    ]
+    return ParticipantFacts(mine[0]) if len(mine) == 1 else None
 
 
 def _skip(why: str, detail: str, attempts: int, status_after: str | None = None) -> ApplyResult:
