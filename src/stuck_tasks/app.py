@@ -16,12 +16,19 @@ from typing import Any, Protocol, TypeVar
 
 from . import __version__, planfile
 from .audit import AuditLog
-from .errors import ConfigError, NotFound
+from .errors import AuthError, ConfigError, NotFound, StuckTasksError
 from .gateway import Connection, Named, TwilioGateway
 from .guards import Counts, Limits, refusals
 from .models import Rules
 from .ratecontrol import AdaptiveLimiter, Metrics, RetryPolicy, retrying
-from .report import EXIT_INTERRUPTED, EXIT_USAGE, render_plan, summary_document, task_line
+from .report import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    render_plan,
+    summary_document,
+    task_line,
+)
 from .runner import Live, PlanItem, Policy, Runner, Scope
 
 T = TypeVar("T")
@@ -93,6 +100,7 @@ class Outcome:
     document: dict[str, Any]
     exit_code: int
     refusals: list[str] = field(default_factory=list)
+    error: str | None = None  # a fatal error after work had started
 
 
 class Declined(Exception):
@@ -397,6 +405,7 @@ class Run:
             self.saved = planfile.load(s.apply_plan)
         pipelined = s.assume_yes and s.writes and self.saved is None
         exit_code: int | None = None
+        error: str | None = None
         try:
             try:
                 self._phase(lambda gw: self._plan_phase(gw, pipelined=pipelined), "plan")
@@ -406,11 +415,17 @@ class Run:
                 exit_code = EXIT_USAGE
             elif self.runner is not None and not pipelined and not self.interrupted:
                 exit_code = self._after_planning()
+        except (ConfigError, AuthError):
+            raise
+        except StuckTasksError as fatal:
+            if self.runner is None:
+                raise  # nothing was examined: one line is the whole story
+            error, exit_code = str(fatal), EXIT_FATAL  # work was done: the summary must say what
         finally:
             document = self._finish(exit_code)
             if self.audit is not None:
                 self.audit.close()
-        return Outcome(document, document["exit_code"], list(self.refused))
+        return Outcome(document, document["exit_code"], list(self.refused), error)
 
     def _after_planning(self) -> int | None:
         """Show the plan, check the guards, save or confirm, then apply."""

@@ -405,6 +405,8 @@ def _main(options: dict[str, Any]) -> int:
             sandbox.stop()
     for line in outcome.refusals:
         _fail(f"refused: {line}", EXIT_USAGE)
+    if outcome.error is not None:
+        _fail(outcome.error, EXIT_FATAL)
     _render(outcome.document, as_json=options["as_json"])
     return outcome.exit_code
 

@@ -104,6 +104,8 @@ def summary_document(
         status = "dry-run"
     elif outcomes["failed"]:
         status = "partial"
+    elif exit_code == EXIT_FATAL:
+        status = "error"
     elif exit_code != EXIT_OK:
         status = "refused"
     else:
@@ -208,7 +210,8 @@ def render_summary(doc: Mapping[str, Any]) -> str:
         "done": "Done",
         "partial": "Done, but some tasks failed",
         "interrupted": "Interrupted",
-        "refused": "Nothing was changed",
+        "refused": "Refused",
+        "error": "Stopped by an error",
     }[doc["status"]]
     lines = [
         f"{title}. Run {doc['run_id']}",
