@@ -74,7 +74,7 @@ def test_yes_run_closes_exactly_the_stuck_tasks_and_the_summary_matches_the_fina
         "call-live",
         "call-ended-in-grace",
         "call-not-found",
-        "no-call-sid",
+        "no-evidence",
         "attributes-not-json",
         "attributes-not-object",
         "call-sid-not-string",

@@ -27,6 +27,9 @@ def load_spec(name: str) -> dict[str, Any]:
 
 TASKS_SPEC = load_spec("twilio_taskrouter_v1.tasks.json")
 CALLS_SPEC = load_spec("twilio_api_v2010.calls.json")
+CONFERENCES_SPEC = load_spec("twilio_api_v2010.conferences.json")
+FLEX_SPEC = load_spec("twilio_flex_v1.interactions.json")
+CONVERSATIONS_SPEC = load_spec("twilio_conversations_v1.conversations.json")
 
 
 def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -40,8 +43,14 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def violations(
-    spec: dict[str, Any], schema: dict[str, Any], value: Any, where: str
+    spec: dict[str, Any],
+    schema: dict[str, Any],
+    value: Any,
+    where: str,
+    *,
+    relative_uris: bool = False,
 ) -> Iterator[str]:
+    """``relative_uris``: v2010 list URIs are "relative to https://api.twilio.com"."""
     schema = resolve(spec, schema)
     if value is None:
         if not schema.get("nullable", False):
@@ -70,7 +79,10 @@ def violations(
             yield f"{where}: {value!r} is not RFC 2822"
         else:
             parsedate_to_datetime(value)
-    if fmt == "uri" and not value.startswith("http://"):
+    if fmt == "uri" and relative_uris:
+        if not value.startswith("/2010-04-01/"):
+            yield f"{where}: {value!r} is not a URI relative to the API host"
+    elif fmt == "uri" and not value.startswith("http://"):
         yield f"{where}: {value!r} is not an absolute URL"
     if kind == "object" and "properties" in schema:
         props = schema["properties"]
@@ -78,12 +90,16 @@ def violations(
             if name not in value:
                 yield f"{where}.{name}: missing"
             else:
-                yield from violations(spec, sub, value[name], f"{where}.{name}")
+                yield from violations(
+                    spec, sub, value[name], f"{where}.{name}", relative_uris=relative_uris
+                )
         for name in set(value) - set(props):
             yield f"{where}.{name}: not in the schema"
     if kind == "array" and "items" in schema:
         for i, item in enumerate(value):
-            yield from violations(spec, schema["items"], item, f"{where}[{i}]")
+            yield from violations(
+                spec, schema["items"], item, f"{where}[{i}]", relative_uris=relative_uris
+            )
 
 
 def response_schema(spec: dict[str, Any], path: str, method: str) -> dict[str, Any]:
@@ -235,3 +251,180 @@ def test_every_response_carries_the_concurrency_headers(world: Any) -> None:
     ):
         assert int(resp.headers["Twilio-Concurrent-Requests"]) >= 0
         assert float(resp.headers["Twilio-Request-Duration"]) >= 0
+
+
+# ---------------------------------------------------------------- conferences, Flex, Conversations
+
+CONFERENCE_PATH = "/2010-04-01/Accounts/{AccountSid}/Conferences/{Sid}.json"
+CONFERENCES_PATH = "/2010-04-01/Accounts/{AccountSid}/Conferences.json"
+CHANNEL_PATH = "/v1/Interactions/{InteractionSid}/Channels/{Sid}"
+PARTICIPANTS_PATH = "/v1/Interactions/{InteractionSid}/Channels/{ChannelSid}/Participants"
+PARTICIPANT_PATH = PARTICIPANTS_PATH + "/{Sid}"
+
+
+def conference_violations(body: dict[str, Any], where: str) -> list[str]:
+    schema = response_schema(CONFERENCES_SPEC, CONFERENCE_PATH, "get")
+    found = list(violations(CONFERENCES_SPEC, schema, body, where, relative_uris=True))
+    # The schema says reason_conference_ended "When a conference is in progress, will be null",
+    # but it is a bare $ref to an enum (OpenAPI 3.0 ignores "nullable" next to $ref).
+    if body.get("status") != "completed":
+        found.remove(f"{where}.reason_conference_ended: null but not nullable")
+    return found
+
+
+@pytest.mark.parametrize("status", ["init", "in-progress", "completed"])
+def test_fetched_conference_matches_the_conference_schema(world: Any, status: str) -> None:
+    emu, session, _, _, call = world
+    acct = session.auth[0]
+    ended = timedelta(minutes=20) if status == "completed" else None
+    cf = emu.add_conference(
+        acct, friendly_name="WTroom", status=status, ended_ago=ended, participants={"worker": call}
+    )
+    resp = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Conferences/{cf}.json")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert conference_violations(body, "conference") == []
+    assert body["status"] == status
+    assert body["uri"] == f"/2010-04-01/Accounts/{acct}/Conferences/{cf}.json"
+    assert set(body["subresource_uris"]) == {"participants", "recordings"}
+    if status == "completed":
+        assert body["reason_conference_ended"] is not None
+        assert body["call_sid_ending_conference"] == call
+        assert parsedate_to_datetime(body["date_updated"]) == emu.conference(
+            cf
+        ).date_updated.replace(microsecond=0)
+    else:
+        assert (body["reason_conference_ended"], body["call_sid_ending_conference"]) == (None, None)
+
+
+def test_conference_list_page_matches_the_list_schema(world: Any) -> None:
+    emu, session, _, _, _ = world
+    acct = session.auth[0]
+    for i in range(3):
+        emu.add_conference(acct, friendly_name=f"room{i}")
+    resp = session.get(
+        f"{emu.base_url}/2010-04-01/Accounts/{acct}/Conferences.json", params={"PageSize": 2}
+    )
+    assert resp.status_code == 200
+    body = resp.json()
+    schema = response_schema(CONFERENCES_SPEC, CONFERENCES_PATH, "get")
+    page_only = {**schema, "properties": dict(schema["properties"])}
+    del page_only["properties"]["conferences"]
+    page = {k: v for k, v in body.items() if k != "conferences"}
+    assert list(violations(CONFERENCES_SPEC, page_only, page, "page", relative_uris=True)) == []
+    for i, conf in enumerate(body["conferences"]):
+        assert conference_violations(conf, f"page.conferences[{i}]") == []
+    assert set(body) == set(schema["properties"])
+    assert (body["page"], body["page_size"], body["start"], body["end"]) == (0, 2, 0, 1)
+    assert body["next_page_uri"].startswith(f"/2010-04-01/Accounts/{acct}/Conferences.json?")
+    assert body["previous_page_uri"] is None
+    second = session.get(emu.base_url + body["next_page_uri"]).json()
+    assert (second["page"], second["start"], second["end"], second["next_page_uri"]) == (
+        1,
+        2,
+        2,
+        None,
+    )
+
+
+@pytest.fixture
+def interaction(world: Any) -> Any:
+    emu, session, ws, _, _ = world
+    return emu.add_interaction(session.auth[0], workspace_sid=ws)
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_interaction_channel_matches_the_channel_schema(
+    world: Any, interaction: Any, method: str
+) -> None:
+    emu, session, _, _, _ = world
+    url = f"{emu.base_url}/v1/Interactions/{interaction.interaction_sid}"
+    url += f"/Channels/{interaction.channel_sid}"
+    if method == "get":
+        resp = session.get(url)
+    else:
+        resp = session.post(url, data={"Status": "closed", "Routing": '{"status":"closed"}'})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    schema = response_schema(FLEX_SPEC, CHANNEL_PATH, method)
+    assert list(violations(FLEX_SPEC, schema, body, "channel")) == []
+    assert body["url"] == url
+    assert set(body["links"]) == {"participants", "invites", "transfers"}
+    assert body["status"] == ("active" if method == "get" else "closed")
+
+
+def test_failed_channel_carries_its_error(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    refs = emu.add_interaction(session.auth[0], workspace_sid=ws, channel_status="failed")
+    url = f"{emu.base_url}/v1/Interactions/{refs.interaction_sid}/Channels/{refs.channel_sid}"
+    body = session.get(url).json()
+    assert (
+        list(violations(FLEX_SPEC, response_schema(FLEX_SPEC, CHANNEL_PATH, "get"), body, "c"))
+        == []
+    )
+    assert (body["status"], body["error_code"]) == ("failed", 19025)
+
+
+def test_participants_match_the_participant_schemas(world: Any, interaction: Any) -> None:
+    emu, session, _, _, _ = world
+    url = f"{emu.base_url}/v1/Interactions/{interaction.interaction_sid}"
+    url += f"/Channels/{interaction.channel_sid}/Participants"
+    body = session.get(url, params={"PageSize": 1}).json()
+    schema = response_schema(FLEX_SPEC, PARTICIPANTS_PATH, "get")
+    assert list(violations(FLEX_SPEC, schema, body, "page")) == []
+    assert set(body["meta"]) == set(schema["properties"]["meta"]["properties"])
+    assert body["meta"]["key"] == "participants"
+    assert [p["type"] for p in body["participants"]] == ["customer"]
+    second = session.get(body["meta"]["next_page_url"]).json()
+    (agent,) = second["participants"]
+    assert agent["sid"] == interaction.agent_participant_sid
+    assert agent["routing_properties"]["task_sid"] == interaction.task_sid
+    resp = session.post(f"{url}/{agent['sid']}", data={"Status": "closed"})
+    assert resp.status_code == 200, resp.text
+    schema = response_schema(FLEX_SPEC, PARTICIPANT_PATH, "post")
+    assert list(violations(FLEX_SPEC, schema, resp.json(), "participant")) == []
+    assert resp.json()["url"] == f"{url}/{agent['sid']}"
+
+
+@pytest.mark.parametrize("state", ["active", "closed"])
+def test_conversation_matches_the_conversation_schema(world: Any, state: str) -> None:
+    emu, session, _, _, _ = world
+    ch = emu.add_conversation(session.auth[0], state, closed_ago=timedelta(minutes=3))
+    resp = session.get(f"{emu.base_url}/v1/Conversations/{ch}")
+    assert resp.status_code == 200
+    body = resp.json()
+    schema = response_schema(CONVERSATIONS_SPEC, "/v1/Conversations/{Sid}", "get")
+    assert list(violations(CONVERSATIONS_SPEC, schema, body, "conversation")) == []
+    assert body["state"] == state
+    assert body["url"] == f"{emu.base_url}/v1/Conversations/{ch}"
+    assert set(body["links"]) == {"participants", "messages", "webhooks", "export"}
+    assert body["attributes"] == "{}"
+
+
+def test_trimmed_definitions_keep_only_the_emulated_operations() -> None:
+    kept = {
+        name: {
+            path: sorted(m for m in item if m in ("get", "post", "delete"))
+            for path, item in spec["paths"].items()
+        }
+        for name, spec in (
+            ("conferences", CONFERENCES_SPEC),
+            ("flex", FLEX_SPEC),
+            ("conversations", CONVERSATIONS_SPEC),
+        )
+    }
+    assert kept == {
+        "conferences": {CONFERENCES_PATH: ["get"], CONFERENCE_PATH: ["get"]},
+        "flex": {
+            CHANNEL_PATH: ["get", "post"],
+            PARTICIPANTS_PATH: ["get"],
+            PARTICIPANT_PATH: ["post"],
+        },
+        "conversations": {"/v1/Conversations/{Sid}": ["get"]},
+    }
+    schemas = FLEX_SPEC["components"]["schemas"]
+    assert schemas["interaction_channel_enum_update_channel_status"]["enum"] == [
+        "closed",
+        "inactive",
+    ]
+    assert schemas["interaction_channel_participant_enum_status"]["enum"] == ["closed", "wrapup"]

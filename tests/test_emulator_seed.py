@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
 
 from emulator_client import emulator_client
-from stuck_tasks.emulator import KIND_VERDICTS, Emulator, SeedReport, sandbox_world, seed_outage
+from stuck_tasks.emulator import (
+    EXTRA_KINDS,
+    KIND_VERDICTS,
+    VOICE_KINDS,
+    Emulator,
+    SeedReport,
+    sandbox_world,
+    seed_outage,
+)
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 NOW = datetime(2026, 11, 28, 20, 0, tzinfo=timezone.utc)
 
 
-def seeded(n_tasks: int = 300, seed: int = 0, **kwargs: float) -> tuple[Emulator, SeedReport]:
+def seeded(n_tasks: int = 300, seed: int = 0, **kwargs: Any) -> tuple[Emulator, SeedReport]:
     emu = Emulator(clock=lambda: NOW)
     acct = emu.add_account()
     ws = emu.add_workspace(acct.sid)
@@ -30,7 +42,7 @@ def seeded(n_tasks: int = 300, seed: int = 0, **kwargs: float) -> tuple[Emulator
 def test_every_kind_is_present_and_most_tasks_are_stuck() -> None:
     emu, report = seeded(300)
     counts = report.counts()
-    assert set(counts) == set(KIND_VERDICTS)
+    assert set(counts) == set(VOICE_KINDS)
     assert sum(counts.values()) == 300
     stuck = counts["stuck_pending"] + counts["stuck_reserved"] + counts["stuck_assigned"]
     assert stuck == 240
@@ -115,6 +127,7 @@ def test_20000_tasks_seed() -> None:
 def test_sandbox_world_lists_in_pages_of_100() -> None:
     emu, world = sandbox_world(n_tasks=300, seed=0)
     assert world.auth_token not in repr(world)
+    assert set(world.report.counts()) == set(KIND_VERDICTS)
     with emu:
         client = emulator_client(
             emu.base_url, world.account_sid, world.auth_token, world.account_sid
@@ -159,3 +172,237 @@ def test_standalone_process_serves_until_sigterm() -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# ---------------------------------------------------------------- kinds="voice" stays as it was
+
+
+def fingerprint(emu: Emulator, report: SeedReport) -> str:
+    """Kinds, statuses, channels, queues, ages and attributes in list order.
+
+    Call SIDs come from uuid4 and are masked, except the RNG-made ones of missing_call tasks.
+    """
+    rows = []
+    for t in emu.tasks():
+        kind = report.kinds[t.sid]
+        attrs = t.attributes
+        if kind != "missing_call":
+            attrs = re.sub(r"CA[0-9a-f]{32}", "CA*", attrs)
+        rows.append(
+            [kind, t.status, t.channel, t.queue, attrs, (NOW - t.date_created).total_seconds()]
+        )
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+# Captured from the seeder before conference/Flex kinds were added.
+VOICE_FINGERPRINTS = [
+    ((300, 0, 0.8), "c9913de3ceb5f19ec6109bd59aeabd0f0b884c45c11b9a9dea9d3e952202ec4b"),
+    ((100, 3, 0.8), "1fce624f450565285af57644ba04cb4343734d269f671b344b464f807d113249"),
+    ((1000, 5, 0.8), "d1c3efe7d522a2405b855850214940a06f54c05bf5ea3346442baed01e74b658"),
+    ((200, 1, 0.5), "52825c0fd02b43074579f4bb9e44e5dac4a86fa53bce00b32e156afafb38cc50"),
+]
+
+
+@pytest.mark.parametrize(("args", "digest"), VOICE_FINGERPRINTS)
+def test_default_voice_seeding_is_byte_for_byte_unchanged(
+    args: tuple[int, int, float], digest: str
+) -> None:
+    n_tasks, seed, share = args
+    emu, report = seeded(n_tasks, seed=seed, stuck_share=share)
+    assert fingerprint(emu, report) == digest
+    _, explicit = seeded(n_tasks, seed=seed, stuck_share=share, kinds="voice")
+    assert list(explicit.kinds.values()) == list(report.kinds.values())
+
+
+def test_default_voice_seeding_counts_are_unchanged() -> None:
+    emu, report = seeded(300, seed=0)
+    assert Counter(report.expected.values()) == {
+        "cancel": 120,
+        "complete": 120,
+        "leave": 48,
+        "not-open": 12,
+    }
+    assert report.counts() == {
+        "stuck_assigned": 120,
+        "stuck_pending": 84,
+        "stuck_reserved": 36,
+        "chat": 5,
+        "live_call": 5,
+        "missing_call": 5,
+        "recent_call_end": 5,
+        "call_sid_not_string": 4,
+        "canceled": 4,
+        "completed": 4,
+        "default_channel": 4,
+        "invalid_json": 4,
+        "json_list": 4,
+        "json_number": 4,
+        "no_call_sid": 4,
+        "sms": 4,
+        "wrapping": 4,
+    }
+    first = emu.tasks()[:4]
+    assert json.loads(first[0].attributes) == {
+        "conversationSid": "CHdfa7c6ed32d1f81ba636425c9bbd750d",
+        "channelType": "chat",
+        "customerName": "Web visitor",
+        "direction": "inbound",
+    }
+    assert [report.kinds[t.sid] for t in first] == [
+        "chat",
+        "stuck_reserved",
+        "stuck_pending",
+        "stuck_pending",
+    ]
+    assert report.conference_sids == {}
+    assert report.interactions == {}
+
+
+# ---------------------------------------------------------------- kinds="all"
+
+VERDICTS = {"cancel", "complete", "leave", "not-open", "close-interaction", "complete-wrapping"}
+
+
+def test_all_kinds_add_a_small_share_of_every_extra_kind() -> None:
+    emu, report = seeded(300, kinds="all")
+    counts = report.counts()
+    assert set(counts) == set(KIND_VERDICTS)
+    assert sum(counts.values()) == len(emu.tasks()) == 300
+    assert sum(counts[k] for k in EXTRA_KINDS) == 30
+    assert all(counts[k] >= 2 for k in EXTRA_KINDS)
+    assert set(report.expected.values()) == VERDICTS
+    assert set(KIND_VERDICTS.values()) == VERDICTS
+    small = seeded(40, kinds="all")[1].counts()
+    assert sum(small.values()) == 40
+    assert all(small[k] == 1 for k in EXTRA_KINDS)
+    with pytest.raises(ValueError, match="kinds"):
+        seeded(10, kinds="flex")
+
+
+def test_extra_tasks_are_dated_between_the_voice_tasks() -> None:
+    emu, report = seeded(300, kinds="all")
+    tasks = emu.tasks()
+    assert report.kinds[tasks[0].sid] == "chat"
+    positions = [i for i, t in enumerate(tasks) if report.kinds[t.sid] in EXTRA_KINDS]
+    assert positions[0] < 30
+    assert positions[-1] > 250
+    assert NOW - tasks[-1].date_created >= timedelta(minutes=15)
+
+
+def test_all_kinds_seeding_is_deterministic() -> None:
+    first_emu, first = seeded(200, seed=4, kinds="all")
+    second_emu, second = seeded(200, seed=4, kinds="all")
+    assert fingerprint(first_emu, first) != ""
+    assert [first.kinds[t.sid] for t in first_emu.tasks()] == [
+        second.kinds[t.sid] for t in second_emu.tasks()
+    ]
+    assert list(first.expected.values()) == list(second.expected.values())
+
+
+def conference_of(emu: Emulator, attrs: dict[str, Any]) -> Any:
+    return emu.conference(attrs["conference"]["sid"])
+
+
+def test_each_extra_kind_has_the_state_its_verdict_needs() -> None:
+    emu, report = seeded(600, seed=2, kinds="all")
+    seen: Counter[str] = Counter()
+    for sid, kind in report.kinds.items():
+        if kind not in EXTRA_KINDS:
+            continue
+        seen[kind] += 1
+        task = emu.task(sid)
+        attrs = json.loads(task.attributes)
+        verdict = report.expected[sid]
+        if kind.startswith("outbound_conference_"):
+            assert task.status == "assigned"
+            assert attrs["direction"] == "outbound"
+            assert set(attrs) == {"outbound_to", "from", "direction", "conference"}
+            conference = conference_of(emu, attrs)
+            calls = [emu.call(c) for c in attrs["conference"]["participants"].values()]
+            assert set(attrs["conference"]["participants"]) == {"customer", "worker"}
+            assert report.conference_sids[sid] == conference.sid
+            if kind.endswith("_ended"):
+                assert conference.status == "completed"
+                assert NOW - conference.date_updated == timedelta(minutes=20)
+                assert {c.status for c in calls} == {"completed"}
+                assert verdict == "complete"
+            else:
+                assert conference.status == "in-progress"
+                assert {c.status for c in calls} == {"in-progress"}
+                assert verdict == "leave"
+        elif kind == "conference_by_name_ended":
+            assert "call_sid" not in attrs
+            assert "conference" not in attrs
+            conference = emu.conference(report.conference_sids[sid])
+            assert (conference.friendly_name, conference.status) == (sid, "completed")
+            assert verdict == ("complete" if task.status == "assigned" else "cancel")
+            assert task.status in {"pending", "reserved", "assigned"}
+        elif kind == "call_ended_conference_live":
+            assert emu.call(attrs["call_sid"]).status == "completed"
+            assert NOW - emu.call(attrs["call_sid"]).date_updated > timedelta(minutes=10)
+            assert conference_of(emu, attrs).status == "in-progress"
+            assert verdict == "leave"
+        elif kind == "no_call_no_conference":
+            assert set(attrs) == {"outbound_to", "from"}
+            assert task.status in {"pending", "reserved", "assigned"}
+        elif kind == "participants_all_ended":
+            assert set(attrs["conference"]) == {"participants"}
+            calls = [emu.call(c) for c in attrs["conference"]["participants"].values()]
+            assert all(
+                c.status in {"completed", "busy", "failed", "no-answer", "canceled"} for c in calls
+            )
+            assert all(NOW - c.date_updated > timedelta(minutes=10) for c in calls)
+            assert verdict == ("complete" if task.status == "assigned" else "cancel")
+        elif kind.startswith("messaging_"):
+            refs = report.interactions[sid]
+            assert task.channel in {"chat", "sms"}
+            assert attrs == {
+                "flexInteractionSid": refs.interaction_sid,
+                "flexInteractionChannelSid": refs.channel_sid,
+                "conversationSid": refs.conversation_sid,
+                "channelType": task.channel,
+            }
+            channel = emu.interaction_channel(refs.interaction_sid, refs.channel_sid)
+            conversation = emu.conversation(refs.conversation_sid)  # type: ignore[arg-type]
+            agents = [p for p in channel.participants if p.type == "agent"]
+            if task.status == "assigned":
+                assert [(p.status, p.task_sid) for p in agents] == [("joined", sid)]
+            else:
+                assert agents == []
+            expected_states = {
+                "messaging_channel_closed": ("closed", "closed", "close-interaction"),
+                "messaging_conversation_closed": ("active", "closed", "close-interaction"),
+                "messaging_active": ("active", "active", "leave"),
+            }[kind]
+            assert (channel.status, conversation.state, verdict) == expected_states
+        elif kind == "conversation_task_without_interaction":
+            assert set(attrs) == {"conversationSid", "channelType"}
+            assert emu.conversation(attrs["conversationSid"]).state in {"active", "closed"}
+            assert (task.channel, verdict) == ("chat", "leave")
+        elif kind == "legacy_chat":
+            assert set(attrs) == {"channelSid"}
+            assert attrs["channelSid"].startswith("CH")
+            assert (task.channel, verdict) == ("chat", "leave")
+        else:
+            call = emu.call(attrs["call_sid"])
+            ended = timedelta(hours=3) if kind == "abandoned_wrapping" else timedelta(minutes=5)
+            assert task.status == "wrapping"
+            assert NOW - call.end_time == ended  # type: ignore[operator]
+            assert NOW - task.date_created > ended
+        if verdict in ("cancel", "complete", "leave", "close-interaction"):
+            assert task.status in {"pending", "reserved", "assigned"}
+    assert set(seen) == set(EXTRA_KINDS)
+    statuses = {
+        (report.kinds[s], emu.task(s).status)
+        for s in report.kinds
+        if report.kinds[s] in ("conference_by_name_ended", "messaging_conversation_closed")
+    }
+    assert ("conference_by_name_ended", "pending") in statuses
+    assert ("messaging_conversation_closed", "reserved") in statuses
+
+
+def test_the_standalone_process_can_seed_all_kinds() -> None:
+    from stuck_tasks.emulator.__main__ import _parser
+
+    assert _parser().parse_args([]).kinds == "voice"
+    assert _parser().parse_args(["--kinds", "all"]).kinds == "all"

@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=300, help="tasks to seed")
     p.add_argument("--seed", type=int, default=0, help="seed for data and faults")
     p.add_argument("--stuck-share", type=float, default=0.8, help="share of stuck voice tasks")
+    p.add_argument(
+        "--kinds",
+        choices=("voice", "all"),
+        default="voice",
+        help="voice tasks only, or also conference/Flex Conversations/wrap-up kinds",
+    )
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--latency-jitter", type=float, default=0.0)
     p.add_argument("--spike-rate", type=float, default=0.0)
@@ -68,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     acct = emu.add_account("Benchmark Contact Center")
     ws = emu.add_workspace(acct.sid, "Benchmark Support")
     seed_outage(
-        emu, acct.sid, ws.sid, n_tasks=args.tasks, seed=args.seed, stuck_share=args.stuck_share
+        emu,
+        acct.sid,
+        ws.sid,
+        n_tasks=args.tasks,
+        seed=args.seed,
+        stuck_share=args.stuck_share,
+        kinds=args.kinds,
     )
     stop = threading.Event()
 

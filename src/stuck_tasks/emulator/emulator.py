@@ -17,7 +17,7 @@ from .world import World
 
 
 class Emulator(World):
-    """A local Twilio REST API (TaskRouter Tasks/Workspaces, v2010 Accounts/Calls).
+    """A local Twilio REST API (TaskRouter, v2010 Calls/Conferences, Flex Interactions, Conversations).
 
     ``start()`` serves on ``127.0.0.1`` (a free port by default) from a daemon thread with its
     own event loop; the World methods stay usable from any thread while it runs.

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 PLATFORM_EVENT_KINDS: tuple[str, ...] = ("wrap", "platform_close", "accept", "new_task", "call_end")
+# Accepted in platform_event_kinds but never on by default (so seeded fault runs stay the same).
+OPT_IN_PLATFORM_EVENT_KINDS: tuple[str, ...] = ("channel_close", "conference_end")
 
 _RATES = (
     "spike_rate",
@@ -57,7 +59,8 @@ class Faults:
             raise ValueError("retry_after must not be negative")
         if self.max_page_size is not None and self.max_page_size < 1:
             raise ValueError("max_page_size must be at least 1")
-        unknown = set(self.platform_event_kinds) - set(PLATFORM_EVENT_KINDS)
+        known = {*PLATFORM_EVENT_KINDS, *OPT_IN_PLATFORM_EVENT_KINDS}
+        unknown = set(self.platform_event_kinds) - known
         if unknown:
             raise ValueError(f"unknown platform event kinds: {sorted(unknown)}")
 

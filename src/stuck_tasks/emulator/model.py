@@ -27,6 +27,31 @@ CALL_STATUSES: tuple[str, ...] = (
 )
 LIVE_CALL_STATUSES = frozenset({"queued", "ringing", "in-progress"})
 TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+CONFERENCE_STATUSES: tuple[str, ...] = ("init", "in-progress", "completed")
+# interaction_channel_enum_channel_status / _enum_type (twilio_flex_v1.json).
+CHANNEL_STATUSES: tuple[str, ...] = (
+    "setup",
+    "active",
+    "failed",
+    "closed",
+    "inactive",
+    "pause",
+    "transfer",
+)
+CHANNEL_TYPES: tuple[str, ...] = (
+    "voice",
+    "sms",
+    "email",
+    "web",
+    "whatsapp",
+    "chat",
+    "messenger",
+    "gbm",
+)
+PARTICIPANT_TYPES: tuple[str, ...] = ("supervisor", "customer", "external", "agent", "unknown")
+# The API never shows a participant's state; the emulator tracks it to apply the park rules.
+PARTICIPANT_STATUSES: tuple[str, ...] = ("joined", "wrapup", "closed")
+CONVERSATION_STATES: tuple[str, ...] = ("initializing", "inactive", "active", "closed")
 
 
 @dataclass(frozen=True)
@@ -128,6 +153,85 @@ class Mutation:
     call_end_at_write: datetime | None
     channel: str
     at: datetime
+    # attributes carry flexInteractionSid, flexInteractionChannelSid or conversationSid: Twilio
+    # says such tasks must be closed through the Interactions API, never the Task API.
+    is_conversation_task: bool = False
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """A task status change caused by an Interactions API write."""
+
+    task_sid: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class FlexWrite:
+    """A successful write through the Flex Interactions API."""
+
+    seq: int
+    route: str  # "update_interaction_channel" or "update_interaction_participant"
+    interaction_sid: str
+    channel_sid: str
+    participant_sid: str | None
+    form: dict[str, str]
+    before_channel_status: str
+    after_channel_status: str
+    task_changes: tuple[TaskChange, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class InteractionRefs:
+    interaction_sid: str
+    channel_sid: str
+    agent_participant_sid: str | None
+    task_sid: str
+    conversation_sid: str | None = None
+
+
+@dataclass(frozen=True)
+class ConferenceView:
+    sid: str
+    account_sid: str
+    friendly_name: str
+    status: str
+    date_created: datetime
+    date_updated: datetime
+    participants: dict[str, str]
+    reason_conference_ended: str | None
+    call_sid_ending_conference: str | None
+
+
+@dataclass(frozen=True)
+class ParticipantView:
+    sid: str
+    type: str
+    status: str
+    task_sid: str | None
+
+
+@dataclass(frozen=True)
+class InteractionChannelView:
+    sid: str
+    interaction_sid: str
+    account_sid: str
+    type: str
+    status: str
+    conversation_sid: str | None
+    task_sids: tuple[str, ...]
+    participants: tuple[ParticipantView, ...]
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    sid: str
+    account_sid: str
+    state: str
+    date_created: datetime
+    date_updated: datetime
 
 
 @dataclass(frozen=True)
@@ -204,4 +308,93 @@ class CallRecord:
             date_updated=self.date_updated,
             start_time=self.start_time,
             end_time=self.end_time,
+        )
+
+
+@dataclass(slots=True)
+class ConferenceRecord:
+    sid: str
+    account_sid: str
+    friendly_name: str
+    status: str
+    date_created: datetime
+    date_updated: datetime
+    key: tuple[int, str]
+    participants: dict[str, str] = field(default_factory=dict)
+    region: str = "us1"
+    reason_conference_ended: str | None = None
+    call_sid_ending_conference: str | None = None
+
+    def view(self) -> ConferenceView:
+        return ConferenceView(
+            sid=self.sid,
+            account_sid=self.account_sid,
+            friendly_name=self.friendly_name,
+            status=self.status,
+            date_created=self.date_created,
+            date_updated=self.date_updated,
+            participants=dict(self.participants),
+            reason_conference_ended=self.reason_conference_ended,
+            call_sid_ending_conference=self.call_sid_ending_conference,
+        )
+
+
+@dataclass(slots=True)
+class ParticipantRecord:
+    sid: str
+    interaction_sid: str
+    channel_sid: str
+    type: str
+    status: str
+    key: tuple[int, str]
+    task_sid: str | None = None
+    worker_sid: str | None = None
+    reservation_sid: str | None = None
+
+    def view(self) -> ParticipantView:
+        return ParticipantView(self.sid, self.type, self.status, self.task_sid)
+
+
+@dataclass(slots=True)
+class ChannelRecord:
+    sid: str
+    interaction_sid: str
+    account_sid: str
+    type: str
+    status: str
+    conversation_sid: str | None
+    task_sids: list[str] = field(default_factory=list)
+    participants: dict[str, ParticipantRecord] = field(default_factory=dict)
+    participant_keys: list[tuple[int, str]] = field(default_factory=list)
+    error_code: int | None = None
+    error_message: str | None = None
+
+    def view(self) -> InteractionChannelView:
+        return InteractionChannelView(
+            sid=self.sid,
+            interaction_sid=self.interaction_sid,
+            account_sid=self.account_sid,
+            type=self.type,
+            status=self.status,
+            conversation_sid=self.conversation_sid,
+            task_sids=tuple(self.task_sids),
+            participants=tuple(p.view() for p in self.participants.values()),
+        )
+
+
+@dataclass(slots=True)
+class ConversationRecord:
+    sid: str
+    account_sid: str
+    chat_service_sid: str
+    messaging_service_sid: str | None
+    friendly_name: str | None
+    attributes: str
+    state: str
+    date_created: datetime
+    date_updated: datetime
+
+    def view(self) -> ConversationView:
+        return ConversationView(
+            self.sid, self.account_sid, self.state, self.date_created, self.date_updated
         )

@@ -6,7 +6,16 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
 
-from .model import Account, CallRecord, TaskRecord, Workspace
+from .model import (
+    Account,
+    CallRecord,
+    ChannelRecord,
+    ConferenceRecord,
+    ConversationRecord,
+    ParticipantRecord,
+    TaskRecord,
+    Workspace,
+)
 
 JSON = dict[str, Any]
 
@@ -16,6 +25,7 @@ ERROR_MESSAGES = {
     20404: "The requested resource was not found",
     20429: "Too Many Requests",
     20500: "Internal Server Error",
+    80906: "Interaction Not Open",
     20503: "Service Unavailable",
 }
 
@@ -207,4 +217,90 @@ def call_json(c: CallRecord) -> JSON:
         "trunk_sid": None,
         "uri": f"{uri}.json",
         "subresource_uris": {name: f"{uri}/{path}.json" for name, path in subresources},
+    }
+
+
+def conference_json(c: ConferenceRecord) -> JSON:
+    uri = f"/2010-04-01/Accounts/{c.account_sid}/Conferences/{c.sid}"
+    return {
+        "account_sid": c.account_sid,
+        "date_created": rfc2822(c.date_created),
+        "date_updated": rfc2822(c.date_updated),
+        "api_version": "2010-04-01",
+        "friendly_name": c.friendly_name,
+        "region": c.region,
+        "sid": c.sid,
+        "status": c.status,
+        "uri": f"{uri}.json",
+        "subresource_uris": {
+            "participants": f"{uri}/Participants.json",
+            "recordings": f"{uri}/Recordings.json",
+        },
+        "reason_conference_ended": c.reason_conference_ended,
+        "call_sid_ending_conference": c.call_sid_ending_conference,
+    }
+
+
+def interaction_channel_json(ch: ChannelRecord, base: str) -> JSON:
+    url = f"{base}/v1/Interactions/{ch.interaction_sid}/Channels/{ch.sid}"
+    return {
+        "sid": ch.sid,
+        "interaction_sid": ch.interaction_sid,
+        "type": ch.type,
+        "status": ch.status,
+        "error_code": ch.error_code,
+        "error_message": ch.error_message,
+        "url": url,
+        "links": {
+            "participants": f"{url}/Participants",
+            "invites": f"{url}/Invites",
+            "transfers": f"{url}/Transfers",
+        },
+    }
+
+
+def interaction_participant_json(p: ParticipantRecord, base: str) -> JSON:
+    channel_url = f"{base}/v1/Interactions/{p.interaction_sid}/Channels/{p.channel_sid}"
+    routing: JSON | None = None
+    if p.task_sid is not None:
+        # Shape of the spec examples: agents carry their task, worker and reservation.
+        routing = {
+            "task_sid": p.task_sid,
+            "worker_sid": p.worker_sid,
+            "reservation_sid": p.reservation_sid,
+        }
+    return {
+        "sid": p.sid,
+        "type": p.type,
+        "interaction_sid": p.interaction_sid,
+        "channel_sid": p.channel_sid,
+        "url": f"{channel_url}/Participants/{p.sid}",
+        "routing_properties": routing,
+    }
+
+
+def conversation_json(c: ConversationRecord, base: str) -> JSON:
+    url = f"{base}/v1/Conversations/{c.sid}"
+    return {
+        "account_sid": c.account_sid,
+        "chat_service_sid": c.chat_service_sid,
+        "messaging_service_sid": c.messaging_service_sid,
+        "sid": c.sid,
+        "friendly_name": c.friendly_name,
+        "unique_name": None,
+        "attributes": c.attributes,
+        "state": c.state,
+        "date_created": iso(c.date_created),
+        "date_updated": iso(c.date_updated),
+        # Close timers are never configured by the emulator; bindings (the spec shows {}) are
+        # answered as null, the harder case for a client that indexes into them.
+        "timers": {},
+        "url": url,
+        "links": {
+            "participants": f"{url}/Participants",
+            "messages": f"{url}/Messages",
+            "webhooks": f"{url}/Webhooks",
+            "export": f"{url}/Export",
+        },
+        "bindings": None,
     }

@@ -89,6 +89,13 @@ class TwilioApp:
             "update_task": self._update_task,
             "fetch_account": self._fetch_account,
             "fetch_call": self._fetch_call,
+            "fetch_conference": self._fetch_conference,
+            "list_conferences": self._list_conferences,
+            "fetch_interaction_channel": self._fetch_interaction_channel,
+            "update_interaction_channel": self._update_interaction_channel,
+            "list_interaction_participants": self._list_interaction_participants,
+            "update_interaction_participant": self._update_interaction_participant,
+            "fetch_conversation": self._fetch_conversation,
         }
 
     def build(self) -> web.Application:
@@ -101,6 +108,19 @@ class TwilioApp:
         r.add_post("/v1/Workspaces/{ws}/Tasks/{task}", _placeholder, name="update_task")
         r.add_get("/2010-04-01/Accounts/{ac}.json", _placeholder, name="fetch_account")
         r.add_get("/2010-04-01/Accounts/{ac}/Calls/{ca}.json", _placeholder, name="fetch_call")
+        conferences = "/2010-04-01/Accounts/{ac}/Conferences"
+        r.add_get(conferences + ".json", _placeholder, name="list_conferences")
+        r.add_get(conferences + "/{cf}.json", _placeholder, name="fetch_conference")
+        # flex-api.twilio.com and conversations.twilio.com: hosts are rewritten by clients, so
+        # these paths live next to TaskRouter's /v1/Workspaces.
+        channel = "/v1/Interactions/{kd}/Channels/{uo}"
+        r.add_get(channel, _placeholder, name="fetch_interaction_channel")
+        r.add_post(channel, _placeholder, name="update_interaction_channel")
+        r.add_get(channel + "/Participants", _placeholder, name="list_interaction_participants")
+        r.add_post(
+            channel + "/Participants/{ut}", _placeholder, name="update_interaction_participant"
+        )
+        r.add_get("/v1/Conversations/{ch}", _placeholder, name="fetch_conversation")
         r.add_get("/__emulator/state", self._admin_state, name="admin_state")
         r.add_post("/__emulator/faults", self._admin_faults, name="admin_faults")
         return app
@@ -266,7 +286,7 @@ class TwilioApp:
             code = 20404
         for name, value in ctx.extra_headers.items():
             resp.headers[name] = value
-        if kind == "update_task" and write:
+        if write:
             if self._chance(faults.drop_after_write_rate):
                 return _Outcome(resp, code=code, fault="drop_after_write", drop=True)
             if self._chance(faults.error_after_write_rate):
@@ -322,6 +342,52 @@ class TwilioApp:
             ctx.account_sid, request.match_info["ac"], request.match_info["ca"]
         )
         return json_response(call)
+
+    async def _fetch_conference(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        m = request.match_info
+        return json_response(self.world.api_fetch_conference(ctx.account_sid, m["ac"], m["cf"]))
+
+    async def _list_conferences(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        page = self.world.api_list_conferences(
+            ctx.account_sid, request.match_info["ac"], request.path, ctx.query
+        )
+        return json_response(page)
+
+    async def _fetch_interaction_channel(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        m = request.match_info
+        channel = self.world.api_fetch_interaction_channel(
+            ctx.account_sid, m["kd"], m["uo"], _base(request)
+        )
+        return json_response(channel)
+
+    async def _update_interaction_channel(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        m = request.match_info
+        channel = self.world.api_update_interaction_channel(
+            ctx.account_sid, m["kd"], m["uo"], _base(request), ctx.form
+        )
+        return json_response(channel)
+
+    async def _list_interaction_participants(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        m = request.match_info
+        page = self.world.api_list_interaction_participants(
+            ctx.account_sid, m["kd"], m["uo"], _base(request), request.path, ctx.query
+        )
+        return json_response(page)
+
+    async def _update_interaction_participant(
+        self, request: web.Request, ctx: _Ctx
+    ) -> web.Response:
+        m = request.match_info
+        participant = self.world.api_update_interaction_participant(
+            ctx.account_sid, m["kd"], m["uo"], m["ut"], _base(request), ctx.form
+        )
+        return json_response(participant)
+
+    async def _fetch_conversation(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        conversation = self.world.api_fetch_conversation(
+            ctx.account_sid, request.match_info["ch"], _base(request)
+        )
+        return json_response(conversation)
 
     # ------------------------------------------------------------- admin handlers
 

@@ -28,17 +28,32 @@ from . import render
 from .faults import Faults
 from .model import (
     CALL_STATUSES,
+    CHANNEL_STATUSES,
+    CHANNEL_TYPES,
     CLOSED_TASK_STATUSES,
+    CONFERENCE_STATUSES,
+    CONVERSATION_STATES,
     LIVE_CALL_STATUSES,
+    PARTICIPANT_STATUSES,
     TASK_STATUSES,
     Account,
     ApiKey,
     CallRecord,
     CallView,
     Change,
+    ChannelRecord,
+    ConferenceRecord,
+    ConferenceView,
+    ConversationRecord,
+    ConversationView,
+    FlexWrite,
+    InteractionChannelView,
+    InteractionRefs,
     LoggedRequest,
     Mutation,
+    ParticipantRecord,
     PlatformEvent,
+    TaskChange,
     TaskRecord,
     TaskView,
     Workspace,
@@ -82,6 +97,9 @@ _TRANSITION_ERRORS = {
 }
 
 _UPDATE_FIELDS = frozenset({"AssignmentStatus", "Reason", "Attributes", "Priority"})
+_CONVERSATION_KEYS = ("flexInteractionSid", "flexInteractionChannelSid", "conversationSid")
+# A channel in one of these states is not open: another close answers 80906.
+_NOT_OPEN_CHANNEL_STATUSES = frozenset({"closed", "failed"})
 _PAGING_PARAMS = frozenset({"PageSize", "Page", "PageToken"})
 
 
@@ -196,6 +214,12 @@ class World:
         self._max_in_flight = 0
         self._server_errors = 0
         self._broken_calls: set[str] = set()
+        self._conferences: dict[str, ConferenceRecord] = {}
+        self._conf_index: dict[str, list[Key]] = {}
+        self._conf_by_name: dict[tuple[str, str], list[Key]] = {}
+        self._channels: dict[str, ChannelRecord] = {}
+        self._conversations: dict[str, ConversationRecord] = {}
+        self._flex_writes: list[FlexWrite] = []
 
     # ----------------------------------------------------------------- setup (platform side)
 
@@ -204,6 +228,7 @@ class World:
         with self._lock:
             self._accounts[acct.sid] = acct
             self._ws_index[acct.sid] = []
+            self._conf_index[acct.sid] = []
         return acct
 
     def add_api_key(self, account_sid: str, friendly_name: str = "key") -> ApiKey:
@@ -336,6 +361,178 @@ class World:
             self._index_add(record)
         return sid
 
+    def add_conference(
+        self,
+        account_sid: str,
+        *,
+        friendly_name: str,
+        status: str = "in-progress",
+        ended_ago: timedelta | None = None,
+        participants: Mapping[str, str] | None = None,
+        started_ago: timedelta | None = None,
+    ) -> str:
+        """Create a v2010 conference; for ``completed`` date_updated is the moment it ended.
+
+        ``participants`` maps a label ("customer", "worker") to a call SID, like the Flex task
+        attribute ``conference.participants``.
+        """
+        if status not in CONFERENCE_STATUSES:
+            raise ValueError(f"unknown conference status {status!r}")
+        now = self._clock()
+        ended = now - (ended_ago or timedelta(0)) if status == "completed" else None
+        if started_ago is not None:
+            created = now - started_ago
+        else:
+            created = (ended or now) - timedelta(minutes=5)
+        parts = dict(participants or {})
+        record = ConferenceRecord(
+            sid=_sid("CF"),
+            account_sid=account_sid,
+            friendly_name=friendly_name,
+            status=status,
+            date_created=created,
+            date_updated=ended or created,
+            key=(0, ""),
+            participants=parts,
+        )
+        record.key = _key(created, record.sid)
+        if ended is not None:
+            record.reason_conference_ended = "participant-with-end-conference-on-exit-left"
+            record.call_sid_ending_conference = parts.get("worker") or next(
+                iter(parts.values()), None
+            )
+        with self._lock:
+            if account_sid not in self._accounts:
+                raise KeyError(account_sid)
+            self._conferences[record.sid] = record
+            bisect.insort(self._conf_index[account_sid], record.key)
+            by_name = self._conf_by_name.setdefault((account_sid, friendly_name), [])
+            bisect.insort(by_name, record.key)
+        return record.sid
+
+    def add_conversation(
+        self, account_sid: str, state: str = "active", closed_ago: timedelta | None = None
+    ) -> str:
+        """Create a Conversation; ``closed_ago`` dates the close of a ``closed`` one."""
+        if state not in CONVERSATION_STATES:
+            raise ValueError(f"unknown conversation state {state!r}")
+        now = self._clock()
+        closed = now - (closed_ago or timedelta(0)) if state == "closed" else None
+        created = (closed or now) - timedelta(minutes=30)
+        record = ConversationRecord(
+            sid=_sid("CH"),
+            account_sid=account_sid,
+            chat_service_sid=_sid("IS"),
+            messaging_service_sid=_sid("MG"),
+            friendly_name=None,
+            attributes="{}",
+            state=state,
+            date_created=created,
+            date_updated=closed or created,
+        )
+        with self._lock:
+            if account_sid not in self._accounts:
+                raise KeyError(account_sid)
+            self._conversations[record.sid] = record
+        return record.sid
+
+    def add_interaction(
+        self,
+        account_sid: str,
+        *,
+        workspace_sid: str,
+        channel_status: str = "active",
+        channel_type: str = "chat",
+        task: Mapping[str, Any] | str | None = None,
+        agent_status: str | None = "joined",
+        conversation_sid: str | None = None,
+    ) -> InteractionRefs:
+        """Create a Flex interaction with one channel, a customer and (unless
+        ``agent_status`` is None) an agent participant linked to the channel's task.
+
+        :param task: an existing task SID, or ``add_task`` keyword arguments (default: an
+            assigned task on the matching task channel); mapping attributes get
+            flexInteractionSid, flexInteractionChannelSid, conversationSid and channelType.
+        :param conversation_sid: the channel's conversation; None creates one (``closed`` when
+            the channel is closed, else ``active``).
+        """
+        if channel_status not in CHANNEL_STATUSES:
+            raise ValueError(f"unknown channel status {channel_status!r}")
+        if channel_type not in CHANNEL_TYPES:
+            raise ValueError(f"unknown channel type {channel_type!r}")
+        if agent_status is not None and agent_status not in PARTICIPANT_STATUSES:
+            raise ValueError(f"unknown participant status {agent_status!r}")
+        kd, uo = _sid("KD"), _sid("UO")
+        if conversation_sid is None:
+            state = "closed" if channel_status == "closed" else "active"
+            conversation_sid = self.add_conversation(account_sid, state)
+        if isinstance(task, str):
+            task_sid = task
+            with self._lock:
+                if self._tasks[task_sid].workspace_sid != workspace_sid:
+                    raise KeyError(task_sid)
+        else:
+            kwargs = dict(task or {})
+            kwargs.setdefault("status", "assigned")
+            kwargs.setdefault(
+                "channel", channel_type if channel_type in ("sms", "email") else "chat"
+            )
+            attrs = kwargs.get("attributes")
+            if attrs is None or isinstance(attrs, Mapping):
+                kwargs["attributes"] = {
+                    "flexInteractionSid": kd,
+                    "flexInteractionChannelSid": uo,
+                    "conversationSid": conversation_sid,
+                    "channelType": channel_type,
+                    **(attrs or {}),
+                }
+            task_sid = self.add_task(workspace_sid, **kwargs)
+        now = self._clock()
+        channel = ChannelRecord(
+            sid=uo,
+            interaction_sid=kd,
+            account_sid=account_sid,
+            type=channel_type,
+            status=channel_status,
+            conversation_sid=conversation_sid,
+            task_sids=[task_sid],
+        )
+        if channel_status == "failed":
+            channel.error_code, channel.error_message = 19025, "Channel validation error"
+        customer = ParticipantRecord(
+            sid=_sid("UT"),
+            interaction_sid=kd,
+            channel_sid=uo,
+            type="customer",
+            status="closed" if channel_status == "closed" else "joined",
+            key=(0, ""),
+        )
+        customer.key = _key(now, customer.sid)
+        participants = [customer]
+        agent: ParticipantRecord | None = None
+        if agent_status is not None:
+            agent = ParticipantRecord(
+                sid=_sid("UT"),
+                interaction_sid=kd,
+                channel_sid=uo,
+                type="agent",
+                status=agent_status,
+                key=(0, ""),
+                task_sid=task_sid,
+                worker_sid=_sid("WK"),
+                reservation_sid=_sid("WR"),
+            )
+            agent.key = _key(now + _MICRO, agent.sid)
+            participants.append(agent)
+        for participant in participants:
+            channel.participants[participant.sid] = participant
+            channel.participant_keys.append(participant.key)
+        with self._lock:
+            if account_sid not in self._accounts:
+                raise KeyError(account_sid)
+            self._channels[uo] = channel
+        return InteractionRefs(kd, uo, agent.sid if agent else None, task_sid, conversation_sid)
+
     def _named_sid(self, ws_sid: str, prefix: str, name: str) -> str:
         key = (ws_sid, prefix, name)
         sid = self._named_sids.get(key)
@@ -389,6 +586,24 @@ class World:
         with self._lock:
             return self._calls[sid].view()
 
+    def conference(self, sid: str) -> ConferenceView:
+        with self._lock:
+            return self._conferences[sid].view()
+
+    def interaction_channel(self, interaction_sid: str, channel_sid: str) -> InteractionChannelView:
+        with self._lock:
+            return self._channel(interaction_sid, channel_sid).view()
+
+    def conversation(self, sid: str) -> ConversationView:
+        with self._lock:
+            return self._conversations[sid].view()
+
+    @property
+    def flex_writes(self) -> list[FlexWrite]:
+        """Every successful write through the Flex Interactions API, in order."""
+        with self._lock:
+            return list(self._flex_writes)
+
     @property
     def request_log(self) -> list[LoggedRequest]:
         with self._lock:
@@ -431,6 +646,7 @@ class World:
                     "list_workspaces",
                     "fetch_workspace",
                     "fetch_account",
+                    *_FLEX_REQUEST_KINDS,
                     "other",
                     "429",
                     "5xx",
@@ -488,8 +704,45 @@ class World:
                     else render.iso(m.call_end_at_write),
                     "channel": m.channel,
                     "at": render.iso(m.at),
+                    "is_conversation_task": m.is_conversation_task,
                 }
                 for m in self._mutations
+            ]
+            conferences = [
+                {"sid": c.sid, "friendly_name": c.friendly_name, "status": c.status}
+                for c in self._conferences.values()
+            ]
+            channels = [
+                {
+                    "sid": ch.sid,
+                    "interaction_sid": ch.interaction_sid,
+                    "status": ch.status,
+                    "task_sids": list(ch.task_sids),
+                    "participants": [
+                        {"sid": p.sid, "type": p.type, "status": p.status, "task_sid": p.task_sid}
+                        for p in ch.participants.values()
+                    ],
+                }
+                for ch in self._channels.values()
+            ]
+            conversations = [{"sid": c.sid, "state": c.state} for c in self._conversations.values()]
+            flex_writes = [
+                {
+                    "seq": w.seq,
+                    "route": w.route,
+                    "interaction_sid": w.interaction_sid,
+                    "channel_sid": w.channel_sid,
+                    "participant_sid": w.participant_sid,
+                    "form": w.form,
+                    "before_channel_status": w.before_channel_status,
+                    "after_channel_status": w.after_channel_status,
+                    "task_changes": [
+                        {"task_sid": c.task_sid, "before": c.before, "after": c.after}
+                        for c in w.task_changes
+                    ],
+                    "at": render.iso(w.at),
+                }
+                for w in self._flex_writes
             ]
             events = [
                 {
@@ -505,6 +758,10 @@ class World:
             "calls": calls,
             "mutations": mutations,
             "platform_events": events,
+            "conferences": conferences,
+            "interaction_channels": channels,
+            "conversations": conversations,
+            "flex_writes": flex_writes,
             "stats": self.stats(),
         }
 
@@ -601,6 +858,105 @@ class World:
         with self._lock:
             self._broken_calls.discard(call_sid)
 
+    def end_conference(self, sid: str) -> None:
+        """A live conference ends now (its last participant left)."""
+        now = self._clock()
+        with self._lock:
+            self._end_conference_locked(self._conferences[sid], now)
+
+    def _end_conference_locked(self, c: ConferenceRecord, now: datetime) -> None:
+        if c.status == "completed":
+            raise ValueError(f"conference {c.sid} already completed")
+        c.status = "completed"
+        c.date_updated = now
+        c.reason_conference_ended = "last-participant-left"
+        c.call_sid_ending_conference = next(iter(c.participants.values()), None)
+        self._events.append(PlatformEvent("conference_end", None, None, now))
+
+    def close_conversation(self, sid: str) -> None:
+        """The conversation closes now (e.g. its close timer fired)."""
+        now = self._clock()
+        with self._lock:
+            c = self._conversations[sid]
+            if c.state == "closed":
+                raise ValueError(f"conversation {sid} already closed")
+            c.state = "closed"
+            c.date_updated = now
+
+    def set_channel_status(self, interaction_sid: str, channel_sid: str, status: str) -> None:
+        """Set a channel's status with no other effect (test set-up)."""
+        if status not in CHANNEL_STATUSES:
+            raise ValueError(f"unknown channel status {status!r}")
+        with self._lock:
+            self._channel(interaction_sid, channel_sid).status = status
+
+    def platform_close_channel(self, interaction_sid: str, channel_sid: str) -> None:
+        """The platform closes a channel (customer left, inactivity): tasks go to wrapping."""
+        now = self._clock()
+        with self._lock:
+            ch = self._channel(interaction_sid, channel_sid)
+            if ch.status in _NOT_OPEN_CHANNEL_STATUSES:
+                raise ValueError(f"channel {channel_sid} is {ch.status}")
+            self._platform_close_channel_locked(ch, now)
+
+    def _platform_close_channel_locked(self, ch: ChannelRecord, now: datetime) -> None:
+        self._close_channel_locked(ch, "closed", close_tasks=False, now=now)
+        task_sid = ch.task_sids[0] if ch.task_sids else None
+        self._events.append(PlatformEvent("channel_close", task_sid, None, now))
+
+    def _channel(self, interaction_sid: str, channel_sid: str) -> ChannelRecord:
+        ch = self._channels[channel_sid]
+        if ch.interaction_sid != interaction_sid:
+            raise KeyError(channel_sid)
+        return ch
+
+    def _flex_task_change(
+        self, task_sid: str | None, new: str, reason: str | None, now: datetime
+    ) -> TaskChange | None:
+        """Move a task as the Interactions API does (recorded as a platform change)."""
+        t = self._tasks.get(task_sid) if task_sid is not None else None
+        if t is None or t.status == new or t.status in CLOSED_TASK_STATUSES:
+            return None
+        before = t.status
+        self._set_status(t, new, by="platform", reason=reason, now=now)
+        self._bump(t, now)
+        return TaskChange(t.sid, before, new)
+
+    def _close_channel_locked(
+        self, ch: ChannelRecord, status: str, *, close_tasks: bool, now: datetime
+    ) -> list[TaskChange]:
+        changes: list[TaskChange] = []
+        for task_sid in ch.task_sids:
+            t = self._tasks.get(task_sid)
+            if t is None:
+                continue
+            if close_tasks:
+                new = "completed" if t.status in ("assigned", "wrapping") else "canceled"
+                change = self._flex_task_change(task_sid, new, "Interaction channel closed", now)
+            elif t.status == "assigned":
+                change = self._flex_task_change(task_sid, "wrapping", None, now)
+            else:
+                # "if not specified, all tasks will be set to wrapping" -- TaskRouter has no
+                # pending/reserved -> wrapping transition, and what Twilio does with such tasks
+                # is undocumented: we leave them open (stricter: only Routing closes them).
+                change = None
+            if change is not None:
+                changes.append(change)
+        for p in ch.participants.values():
+            if p.status == "closed":
+                continue
+            if p.type == "agent":
+                p.status = "closed" if close_tasks else "wrapup"
+            elif status == "closed":
+                p.status = "closed"
+        ch.status = status
+        conv = self._conversations.get(ch.conversation_sid or "")
+        if status == "closed" and conv is not None and conv.state != "closed":
+            # [M] closing the interaction channel also closes its conversation.
+            conv.state = "closed"
+            conv.date_updated = now
+        return changes
+
     def _end_call_locked(self, c: CallRecord, status: str, now: datetime) -> None:
         if c.status not in LIVE_CALL_STATUSES:
             raise ValueError(f"call {c.sid} already ended ({c.status})")
@@ -666,6 +1022,19 @@ class World:
                 if self._live_calls:
                     sid = self._rng.choice(self._live_calls)
                     self._end_call_locked(self._calls[sid], "completed", now)
+                return
+            if kind == "channel_close":
+                open_channels = sorted(
+                    sid for sid, ch in self._channels.items() if ch.status == "active"
+                )
+                if open_channels:
+                    ch = self._channels[self._rng.choice(open_channels)]
+                    self._platform_close_channel_locked(ch, now)
+                return
+            if kind == "conference_end":
+                live = sorted(s for s, c in self._conferences.items() if c.status != "completed")
+                if live:
+                    self._end_conference_locked(self._conferences[self._rng.choice(live)], now)
                 return
             if not self._workspaces:
                 return
@@ -875,6 +1244,7 @@ class World:
                 # ("*" and quoted forms are not special-cased: stricter).
                 raise ApiError(412, 20412, "Precondition Failed")
             before_status, before_revision = t.status, t.revision
+            conversation_task = _is_conversation_task(t.attributes)
             if new_status is not None and (t.status, new_status) not in API_TRANSITIONS:
                 template = _TRANSITION_ERRORS[new_status]
                 raise ApiError(400, 20001, template.format(t=t.sid, w=ws_sid, a=account_sid))
@@ -898,6 +1268,7 @@ class World:
                     call_end_at_write=call_end,
                     channel=t.channel,
                     at=now,
+                    is_conversation_task=conversation_task,
                 )
             )
             return render.task_json(t, base, now, full=True), str(t.revision)
@@ -913,7 +1284,186 @@ class World:
             return None, None
         return c.status, c.end_time or c.date_updated
 
+    # ----------------------------------------------------------------- conferences, Flex, Conversations
 
+    def api_fetch_conference(self, account_sid: str, path_account: str, conf_sid: str) -> JSON:
+        if path_account != account_sid:
+            raise not_found()
+        with self._lock:
+            c = self._conferences.get(conf_sid)
+            if c is None or c.account_sid != account_sid:
+                raise not_found()
+            return render.conference_json(c)
+
+    def api_list_conferences(
+        self, account_sid: str, path_account: str, path: str, query: Mapping[str, list[str]]
+    ) -> JSON:
+        if path_account != account_sid:
+            raise not_found()
+        for name in query:
+            if name.startswith(("DateCreated", "DateUpdated")):
+                raise ApiError(400, 20001, f"{name} is not supported by the emulator")
+        # v2010 lists are newest first.
+        paging = _paging(query, ascending=False)
+        friendly_name = _single(query, "FriendlyName")
+        status = _single(query, "Status")
+        if status is not None and status not in CONFERENCE_STATUSES:
+            raise ApiError(400, 20001, f"Invalid Status: {status}")
+        with self._lock:
+            if friendly_name is not None:
+                lst = self._conf_by_name.get((account_sid, friendly_name), [])
+            else:
+                lst = self._conf_index.get(account_sid, [])
+            conferences = self._conferences
+
+            def keep(key: Key) -> bool:
+                return status is None or conferences[key[1]].status == status
+
+            result = _page_keys([lst], paging, paging.page_size, keep)
+            items = [render.conference_json(conferences[k[1]]) for k in result.keys]
+        filters = [(k, v) for k, vs in query.items() if k not in _PAGING_PARAMS for v in vs]
+        page = _v2010_page(path, filters, paging, result)
+        page["conferences"] = items
+        return page
+
+    def _channel_for(self, account_sid: str, kd: str, uo: str) -> ChannelRecord:
+        ch = self._channels.get(uo)
+        if ch is None or ch.interaction_sid != kd or ch.account_sid != account_sid:
+            raise not_found()
+        return ch
+
+    def api_fetch_interaction_channel(self, account_sid: str, kd: str, uo: str, base: str) -> JSON:
+        with self._lock:
+            return render.interaction_channel_json(self._channel_for(account_sid, kd, uo), base)
+
+    def api_update_interaction_channel(
+        self, account_sid: str, kd: str, uo: str, base: str, form: Mapping[str, str]
+    ) -> JSON:
+        _reject_unknown(form, {"Status", "Routing"})
+        status = form.get("Status")
+        if status is None:
+            raise ApiError(400, 20001, "Missing required parameter Status in the post body")
+        if status not in ("closed", "inactive"):
+            raise ApiError(400, 20001, f"Invalid Status: {status}")
+        close_tasks = form.get("Routing") is not None and _routing_closed(form["Routing"])
+        if status == "inactive" and not close_tasks:
+            raise ApiError(400, 20001, "Routing is required when Status is inactive")
+        now = self._clock()
+        with self._lock:
+            ch = self._channel_for(account_sid, kd, uo)
+            if ch.status in _NOT_OPEN_CHANNEL_STATUSES:
+                # Error 80906 is documented for completing an already-closed interaction; the
+                # same answer for a failed channel and for a repeated close is our (stricter)
+                # choice -- a client must check the status first.
+                raise ApiError(400, 80906, f"Interaction Not Open: channel {uo} is {ch.status}")
+            if ch.status == "inactive" and status == "inactive":
+                raise ApiError(400, 20001, f"Channel {uo} is already inactive")
+            before = ch.status
+            changes = self._close_channel_locked(ch, status, close_tasks=close_tasks, now=now)
+            self._record_flex_write(
+                "update_interaction_channel", ch, None, form, before, changes, now
+            )
+            return render.interaction_channel_json(ch, base)
+
+    def api_list_interaction_participants(
+        self,
+        account_sid: str,
+        kd: str,
+        uo: str,
+        base: str,
+        path: str,
+        query: Mapping[str, list[str]],
+    ) -> JSON:
+        paging = _paging(query)
+        with self._lock:
+            ch = self._channel_for(account_sid, kd, uo)
+            result = _page_keys([ch.participant_keys], paging, paging.page_size, lambda k: True)
+            items = [
+                render.interaction_participant_json(ch.participants[k[1]], base)
+                for k in result.keys
+            ]
+        filters = [(k, v) for k, vs in query.items() if k not in _PAGING_PARAMS for v in vs]
+        meta = _meta("participants", base + path, filters, paging, result)
+        return {"participants": items, "meta": meta}
+
+    def api_update_interaction_participant(
+        self, account_sid: str, kd: str, uo: str, ut: str, base: str, form: Mapping[str, str]
+    ) -> JSON:
+        _reject_unknown(form, {"Status"})
+        status = form.get("Status")
+        if status is None:
+            raise ApiError(400, 20001, "Missing required parameter Status in the post body")
+        if status not in ("closed", "wrapup"):
+            raise ApiError(400, 20001, f"Invalid Status: {status}")
+        now = self._clock()
+        with self._lock:
+            ch = self._channel_for(account_sid, kd, uo)
+            p = ch.participants.get(ut)
+            if p is None:
+                raise not_found()
+            if p.status == "closed" or p.status == status:
+                # Undocumented: repeating a participant update is rejected (stricter).
+                raise ApiError(400, 20001, f"Participant {ut} is already {p.status}")
+            changes: list[TaskChange] = []
+            p.status = status
+            t = self._tasks.get(p.task_sid) if p.task_sid is not None else None
+            if t is not None and status == "closed":
+                # Park-an-interaction doc: "the associated task is completed but the channel
+                # ... remains active". A not-yet-accepted task cannot complete; it is canceled.
+                new = "completed" if t.status in ("assigned", "wrapping") else "canceled"
+                change = self._flex_task_change(t.sid, new, "Participant closed", now)
+                changes += [change] if change is not None else []
+            elif t is not None and t.status == "assigned":
+                change = self._flex_task_change(t.sid, "wrapping", None, now)
+                changes += [change] if change is not None else []
+            self._record_flex_write(
+                "update_interaction_participant", ch, ut, form, ch.status, changes, now
+            )
+            return render.interaction_participant_json(p, base)
+
+    def _record_flex_write(
+        self,
+        route: str,
+        ch: ChannelRecord,
+        participant_sid: str | None,
+        form: Mapping[str, str],
+        before: str,
+        changes: list[TaskChange],
+        now: datetime,
+    ) -> None:
+        self._flex_writes.append(
+            FlexWrite(
+                seq=len(self._flex_writes) + 1,
+                route=route,
+                interaction_sid=ch.interaction_sid,
+                channel_sid=ch.sid,
+                participant_sid=participant_sid,
+                form=dict(form),
+                before_channel_status=before,
+                after_channel_status=ch.status,
+                task_changes=tuple(changes),
+                at=now,
+            )
+        )
+
+    def api_fetch_conversation(self, account_sid: str, conv_sid: str, base: str) -> JSON:
+        with self._lock:
+            c = self._conversations.get(conv_sid)
+            if c is None or c.account_sid != account_sid:
+                # The path may also hold a unique_name; the emulator never sets one.
+                raise not_found()
+            return render.conversation_json(c, base)
+
+
+_FLEX_REQUEST_KINDS = (
+    "fetch_conference",
+    "list_conferences",
+    "fetch_interaction_channel",
+    "update_interaction_channel",
+    "list_interaction_participants",
+    "update_interaction_participant",
+    "fetch_conversation",
+)
 _REQUEST_KINDS = (
     "list_tasks",
     "fetch_task",
@@ -922,8 +1472,17 @@ _REQUEST_KINDS = (
     "list_workspaces",
     "fetch_workspace",
     "fetch_account",
+    *_FLEX_REQUEST_KINDS,
     "other",
 )
+
+
+def _is_conversation_task(raw: str) -> bool:
+    try:
+        attrs = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(attrs, dict) and any(attrs.get(k) for k in _CONVERSATION_KEYS)
 
 
 def _paging(query: Mapping[str, list[str]], *, ascending: bool = True) -> _Paging:
@@ -1097,4 +1656,53 @@ def _meta(
         "page_size": served_size if served_size is not None else page_size,
         "previous_page_url": prev_url,
         "url": page_url(page, paging.token),
+    }
+
+
+def _reject_unknown(form: Mapping[str, str], allowed: set[str]) -> None:
+    unknown = set(form) - allowed
+    if unknown:
+        # Undocumented: unknown parameters are rejected so unexpected writes surface (stricter).
+        raise ApiError(400, 20001, f"Unsupported parameter(s): {', '.join(sorted(unknown))}")
+
+
+def _routing_closed(raw: str) -> bool:
+    """``Routing`` must be a JSON object whose status is "closed" (the only allowed value)."""
+    try:
+        routing = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, 20001, "Routing must be a valid JSON object") from None
+    if not isinstance(routing, dict) or routing.get("status") != "closed":
+        raise ApiError(400, 20001, 'Routing status must be "closed"')
+    return True
+
+
+def _v2010_page(
+    path: str, filters: list[tuple[str, str]], paging: _Paging, result: _PageKeys
+) -> JSON:
+    """The v2010 list envelope: flat, with URIs relative to the API host."""
+    page_size, page, keys = paging.page_size, paging.page, result.keys
+
+    def page_uri(page_no: int, page_token: str | None) -> str:
+        params = [*filters, ("PageSize", str(page_size)), ("Page", str(page_no))]
+        if page_token is not None:
+            params.append(("PageToken", page_token))
+        return f"{path}?{urlencode(params)}"
+
+    next_uri = None
+    if result.has_next:
+        next_uri = page_uri(page + 1, _encode_token("n", keys[-1], ascending=paging.ascending))
+    prev_uri = None
+    if result.has_prev and page > 0:
+        prev_uri = page_uri(page - 1, _encode_token("p", keys[0], ascending=paging.ascending))
+    start = page * page_size
+    return {
+        "end": start + max(0, len(keys) - 1),
+        "first_page_uri": page_uri(0, None),
+        "next_page_uri": next_uri,
+        "page": page,
+        "page_size": page_size,
+        "previous_page_uri": prev_uri,
+        "start": start,
+        "uri": page_uri(page, paging.token),
     }
