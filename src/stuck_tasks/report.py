@@ -165,6 +165,18 @@ def _breakdown(counts: Mapping[str, int]) -> str:
     return ", ".join(parts) or "none"
 
 
+def _varied(group: list[PlanItem], size: int) -> list[PlanItem]:
+    """A sample that shows every kind of action and evidence first, then the rest in order."""
+    firsts: dict[tuple[str, str], PlanItem] = {}
+    for item in group:
+        kind = (item.decision.action.value, (item.call_status or "").split(" ")[0])
+        firsts.setdefault(kind, item)
+    chosen = list(firsts.values())[:size]
+    picked = {id(i) for i in chosen}
+    chosen.extend(i for i in group if id(i) not in picked)
+    return chosen[:size]
+
+
 def render_plan(items: list[PlanItem], *, now: datetime, target: str, sample: int = 10) -> str:
     """Where, counts by action and reason, then samples of the tasks to close."""
     acts = [i for i in items if i.decision.acts]
@@ -185,7 +197,7 @@ def render_plan(items: list[PlanItem], *, now: datetime, target: str, sample: in
     for title, group in (("tasks to close", stuck), ("abandoned wrap-ups to complete", wrapups)):
         if not group:
             continue
-        shown = group[:sample]
+        shown = _varied(group, sample)
         out.append(f"Sample of {title} ({len(shown)} of {len(group)}):")
         out.append(
             f"  {'task':<34}  {'status':<8}  {'age':>7}  {'queue':<16}  {'evidence':<22}  {'ended':>7}  action"
