@@ -37,9 +37,13 @@ def test_readme_options_block_matches_help(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     result = CliRunner().invoke(cli, ["--help"], terminal_width=100, env={"COLUMNS": "100"})
     assert result.exit_code == 0
-    help_options = result.stdout[result.stdout.index("Options:") : result.stdout.index("  -h, --help")]
+    help_options = result.stdout[
+        result.stdout.index("Options:") : result.stdout.index("  -h, --help")
+    ]
     readme_options = README[README.index("Options:\n") : README.index("  -h, --help")]
-    assert readme_options == help_options, "README's options block is stale: regenerate it from --help"
+    assert readme_options == help_options, (
+        "README's options block is stale: regenerate it from --help"
+    )
 
 
 def test_every_option_has_help_and_every_variable_is_in_env_example():

@@ -305,7 +305,8 @@ def _decide_on_conversation(
         return _leave(Reason.CALL_NOT_CHECKED, "conversation was not looked up")
     if isinstance(conversation, Missing):
         return _leave(
-            conversation.reason, f"conversation {refs.conversation_sid}: {conversation.reason.label}"
+            conversation.reason,
+            f"conversation {refs.conversation_sid}: {conversation.reason.label}",
         )
     if conversation.state != "closed":
         return _leave(
