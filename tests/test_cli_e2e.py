@@ -144,8 +144,7 @@ def test_without_a_terminal_and_without_yes_it_refuses_and_changes_nothing(world
 
 def test_confirmation_on_a_terminal_defaults_to_no_and_yes_applies(world: World):
     task, _ = voice(world, "assigned")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STUCK_TASKS_"))}
-    env.update({k: v for k, v in world.env().items() if v is not None})
+    env = world.process_env()
 
     def answer(text: str) -> tuple[int, str]:
         controller, terminal = pty.openpty()

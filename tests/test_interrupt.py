@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -15,8 +14,7 @@ from stuck_tasks.emulator import Faults
 def test_sigint_mid_apply_settles_reports_truly_and_a_rerun_finishes(tmp_path):
     w = make_world(Faults(latency=0.05), n_tasks=240, seed=9)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STUCK_TASKS_"))}
-        env.update({k: v for k, v in w.env().items() if v is not None})
+        env = w.process_env()
         audit = tmp_path / "run1.jsonl"
         proc = subprocess.Popen(
             [
@@ -73,8 +71,7 @@ def test_sigint_mid_apply_settles_reports_truly_and_a_rerun_finishes(tmp_path):
 def test_second_ctrl_c_aborts_at_once_and_names_updates_in_flight(tmp_path):
     w = make_world(Faults(latency=0.4), n_tasks=120, seed=4)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STUCK_TASKS_"))}
-        env.update({k: v for k, v in w.env().items() if v is not None})
+        env = w.process_env()
         audit = tmp_path / "abort.jsonl"
         proc = subprocess.Popen(
             [

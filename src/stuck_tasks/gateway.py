@@ -135,6 +135,16 @@ def _kind(method: str, path: str) -> str:
     return "other"
 
 
+def _transport_error(exc: BaseException, host: str, timeout: float) -> TransportError:
+    """No answer: say why, and whether the request may have reached Twilio."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc)
+        return TransportError(f"cannot connect to {host}: {reason}", sent=False)
+    if isinstance(exc, asyncio.TimeoutError):
+        return TransportError(f"no answer from {host} within {timeout:g}s", sent=True)
+    return TransportError(f"connection to {host} dropped: {type(exc).__name__}", sent=True)
+
+
 def _pairs(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     """Flatten twilio's params (lists mean repeated keys) into what aiohttp sends."""
     out: list[tuple[str, str]] = []
@@ -208,23 +218,9 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]
                 text = await answer.text()
                 status = answer.status
                 answer_headers = answer.headers
-        except asyncio.TimeoutError as exc:
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             self._metrics.transport_errors += 1
-            raise TransportError(
-                f"no answer from {urlsplit(target).netloc} within {self._connection.timeout:g}s",
-                sent=True,
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            self._metrics.transport_errors += 1
-            raise TransportError(
-                f"cannot connect to {urlsplit(target).netloc}: {exc.os_error.strerror or exc}",
-                sent=False,
-            ) from exc
-        except aiohttp.ClientError as exc:
-            self._metrics.transport_errors += 1
-            raise TransportError(
-                f"connection to {urlsplit(target).netloc} dropped: {type(exc).__name__}", sent=True
-            ) from exc
+            raise _transport_error(exc, urlsplit(target).netloc, self._connection.timeout) from exc
         else:
             throttled = status == 429
         finally:
