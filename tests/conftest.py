@@ -61,17 +61,21 @@ class World:
             cli, list(args), env=self.env(**env), input=input, catch_exceptions=False
         )
 
-    def subprocess(
-        self, *args: str, timeout: float = 120, **env: str | None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the installed console script, as a person would."""
+    def process_env(self, **env: str | None) -> dict[str, str]:
+        """The environment for a subprocess: this machine's, minus TWILIO_*, plus this world's."""
         full = {
             k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STUCK_TASKS_"))
         }
         full.update({k: v for k, v in self.env(**env).items() if v is not None})
+        return full
+
+    def subprocess(
+        self, *args: str, timeout: float = 120, **env: str | None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the installed console script, as a person would."""
         return subprocess.run(
             [stuck_tasks_command(), *args],
-            env=full,
+            env=self.process_env(**env),
             capture_output=True,
             text=True,
             timeout=timeout,
