@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 from stuck_tasks.cli import cli
 from stuck_tasks.emulator import Emulator, Faults, SeedReport, seed_outage
 
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 REASON_PREFIX = "Orchestration issue: closed stuck voice Task. (stuck-tasks run "
 
 
@@ -24,7 +25,7 @@ REASON_PREFIX = "Orchestration issue: closed stuck voice Task. (stuck-tasks run 
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No TWILIO_* from the developer's shell, no stray .env, a fresh working directory."""
     for name in list(os.environ):
-        if name.startswith(("TWILIO_", "STUCK_TASKS_")):
+        if name.startswith(("TWILIO_", "STUCK_TASKS_")) or name.lower() in PROXY_VARIABLES:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -217,3 +217,19 @@ def test_attributes_of_every_wrong_shape_are_left_with_their_reason(world: World
     assert doc["to_close"]["total"] == 0
     assert doc["left"]["total"] == 7
     assert world.emu.mutations == []
+
+
+def test_proxy_settings_from_the_environment_are_honoured(world: World):
+    stuck_task(world)
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    through_proxy = world.invoke("--dry-run", "--deadline", "10s", HTTP_PROXY=dead_proxy)
+    assert through_proxy.exit_code == 1
+    assert "through proxy" in through_proxy.stderr
+    bypassed = world.invoke("--dry-run", HTTP_PROXY=dead_proxy, NO_PROXY="127.0.0.1")
+    assert bypassed.exit_code == 0, bypassed.stderr
+
+
+def test_a_netrc_entry_for_the_api_host_does_not_break_auth(world: World, tmp_path):
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login someone password something\n")
+    result = world.invoke("--dry-run", HOME=str(tmp_path))
+    assert result.exit_code == 0, result.stderr

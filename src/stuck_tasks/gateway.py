@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -165,6 +166,7 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]
         self._session: aiohttp.ClientSession | None = None
         base = urlsplit(connection.base_url) if connection.base_url else None
         self._base = (base.scheme, base.netloc) if base else None
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -174,9 +176,24 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
                 ),
-                trust_env=True,  # honour HTTPS_PROXY/NO_PROXY like the sync client does
+                # Not trust_env: aiohttp would then re-read the environment and ~/.netrc in a
+                # worker thread on every request (most of our CPU per request), and a netrc entry
+                # for the API host would clash with our own Authorization header. Proxies from
+                # HTTPS_PROXY/NO_PROXY are honoured by _proxy_for, once per host.
+                trust_env=False,
             )
         return self._session
+
+    def _proxy_for(self, target: str) -> str | None:
+        """The proxy the environment names for ``target`` (like twilio's sync client)."""
+        parts = urlsplit(target)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxies:
+            proxy = getproxies().get(parts.scheme)
+            if proxy and proxy_bypass(parts.hostname or ""):
+                proxy = None
+            self._proxies[key] = proxy or None
+        return self._proxies[key]
 
     def _target(self, url: str) -> str:
         if self._base is None:
@@ -214,13 +231,20 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]
                 data=_pairs(data) if method != "GET" else None,
                 headers=send_headers,
                 allow_redirects=False,
+                proxy=self._proxy_for(target),
             ) as answer:
                 text = await answer.text()
                 status = answer.status
                 answer_headers = answer.headers
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             self._metrics.transport_errors += 1
-            raise _transport_error(exc, urlsplit(target).netloc, self._connection.timeout) from exc
+            proxy = self._proxy_for(target)
+            host = (
+                f"{urlsplit(target).netloc} (through proxy {urlsplit(proxy).netloc})"
+                if proxy
+                else urlsplit(target).netloc
+            )
+            raise _transport_error(exc, host, self._connection.timeout) from exc
         else:
             throttled = status == 429
         finally:
