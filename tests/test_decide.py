@@ -96,9 +96,13 @@ def test_decision_table(status, channel, attributes, evidence, action, reason):
     assert (decision.action, decision.reason) == (action, reason), decision.detail
 
 
-def test_exactly_at_the_grace_boundary_the_task_is_closed():
-    decision = decide(task(), call("completed", GRACE), now=NOW, grace=GRACE)
-    assert decision.action is Action.CANCEL
+def test_the_grace_boundary_allows_for_whole_second_timestamps():
+    # Twilio stamps whole seconds: a call stamped exactly --grace ago may have ended up to a
+    # second later, so it is left; a second more and it is proof.
+    at_boundary = decide(task(), call("completed", GRACE), now=NOW, grace=GRACE)
+    assert at_boundary.reason is Reason.CALL_ENDED_IN_GRACE
+    past = decide(task(), call("completed", GRACE + timedelta(seconds=1)), now=NOW, grace=GRACE)
+    assert past.action is Action.CANCEL
 
 
 def test_unread_attributes_never_act():

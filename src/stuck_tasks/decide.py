@@ -38,6 +38,13 @@ SID = {
     prefix: re.compile(rf"^{prefix}[0-9a-fA-F]{{32}}$") for prefix in ("CA", "CF", "KD", "UO", "CH")
 }
 CLOSED_CHANNEL_STATUSES = frozenset({"closed", "inactive"})
+# Twilio's timestamps have whole seconds: an end stamped 12:00:00 may have been 12:00:00.999.
+TIMESTAMP_RESOLUTION = timedelta(seconds=1)
+
+
+def elapsed(now: datetime, stamp: datetime) -> timedelta:
+    """The least time that can have passed since a Twilio timestamp (never more than the truth)."""
+    return now - stamp - TIMESTAMP_RESOLUTION
 
 
 def read_attributes(attributes: str | None) -> Refs | Reason:
@@ -164,7 +171,7 @@ def decide(task: TaskRecord, evidence: Evidence, *, now: datetime, rules: Rules)
     ended = _voice_ended(task.refs, evidence)
     if isinstance(ended, Decision):
         return ended
-    since = now - ended[0]
+    since = elapsed(now, ended[0])
     if since < rules.grace:
         return _leave(Reason.CALL_ENDED_IN_GRACE, f"{ended[1]} {format_age(since)} ago")
     action = Action.COMPLETE if task.status == "assigned" else Action.CANCEL
@@ -248,9 +255,9 @@ def _decide_wrapping(
         piece = _piece(f"call {task.call_sid}", evidence.call)
         if isinstance(piece, Decision):
             return piece
-        since, what = now - piece, "call ended"
+        since, what = elapsed(now, piece), "call ended"
     elif task.date_updated is not None:
-        since, what = now - task.date_updated, "no call; task last updated"
+        since, what = elapsed(now, task.date_updated), "no call; task last updated"
     else:
         return _leave(Reason.CALL_END_UNKNOWN, "no call and no last update time")
     if since < older_than:
@@ -314,7 +321,7 @@ def _decide_on_conversation(
         )
     if conversation.date_updated is None:
         return _leave(Reason.CALL_END_UNKNOWN, "conversation closed, no close time")
-    since = now - conversation.date_updated
+    since = elapsed(now, conversation.date_updated)
     if since < grace:
         return _leave(
             Reason.CONVERSATION_CLOSED_IN_GRACE, f"conversation closed {format_age(since)} ago"
