@@ -1,0 +1,264 @@
+"""Shared by the benchmark scripts: the emulator as a separate process, its state, the checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+OPEN = ("pending", "reserved", "assigned")
+TERMINAL_CALLS = ("completed", "busy", "failed", "no-answer", "canceled")
+GRACE_SECONDS = 120.0
+PAGE_SIZE = 1000
+SETUP_REQUESTS = 2  # fetch the account, fetch the workspace
+
+
+@dataclass(frozen=True)
+class EmulatorInfo:
+    base_url: str
+    account_sid: str
+    auth_token: str
+    workspace_sid: str
+    pid: int
+
+
+def python_env(src: str | None) -> dict[str, str]:
+    """The environment for child processes; ``src`` puts another tree of the package first."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TWILIO_", "STUCK_TASKS_")) and k != "PYTHONPATH"
+    }
+    if src:
+        env["PYTHONPATH"] = src
+    return env
+
+
+@contextmanager
+def emulator(
+    tasks: int,
+    *,
+    latency: float,
+    concurrency_limit: int | None,
+    seed: int = 1,
+    stuck_share: float = 0.8,
+    extra: Sequence[str] = (),
+    src: str | None = None,
+) -> Iterator[EmulatorInfo]:
+    """Start ``python -m stuck_tasks.emulator`` and yield what its first line says."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "stuck_tasks.emulator",
+        "--port",
+        "0",
+        "--tasks",
+        str(tasks),
+        "--seed",
+        str(seed),
+        "--stuck-share",
+        str(stuck_share),
+        "--latency",
+        str(latency),
+        *extra,
+    ]
+    if concurrency_limit is not None:
+        cmd += ["--concurrency-limit", str(concurrency_limit)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=python_env(src)
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the emulator did not start: {' '.join(cmd)}")
+        data = json.loads(line)
+        yield EmulatorInfo(
+            data["base_url"],
+            data["account_sid"],
+            data["auth_token"],
+            data["workspace_sid"],
+            int(data["pid"]),
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def state(base_url: str) -> dict[str, Any]:
+    """``GET /__emulator/state``: tasks, calls, mutations, stats."""
+    with urllib.request.urlopen(f"{base_url}/__emulator/state", timeout=60) as answer:  # noqa: S310
+        result: dict[str, Any] = json.loads(answer.read())
+    return result
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def conference_by_name(attributes: str) -> bool:
+    """A voice task whose attributes name no call and no conference: the tool looks up the
+    conference TaskRouter names after the task (one list request)."""
+    try:
+        attrs = json.loads(attributes)
+    except ValueError:
+        return False
+    return (
+        isinstance(attrs, dict)
+        and attrs.get("call_sid") is None
+        and attrs.get("conference") is None
+    )
+
+
+def call_sid_of(attributes: str) -> str | None:
+    try:
+        attrs = json.loads(attributes)
+    except ValueError:
+        return None
+    found = attrs.get("call_sid") if isinstance(attrs, dict) else None
+    return found if isinstance(found, str) else None
+
+
+@dataclass
+class Job:
+    """What the seeded workspace asks of a clean-up, judged from the state before the run."""
+
+    open_tasks: int = 0
+    open_voice: int = 0
+    distinct_calls: int = 0
+    conference_lookups: int = 0
+    stuck: set[str] = field(default_factory=set)
+
+    @property
+    def list_requests(self) -> int:
+        return max(1, math.ceil(self.open_tasks / PAGE_SIZE))
+
+    @property
+    def fewest_requests(self) -> int:
+        """1 list request per 1,000 open tasks, 1 task fetch per open voice task, 1 call fetch
+        per distinct call SID named by an open voice task, 1 conference lookup per open voice
+        task that names no call and no conference, 1 update per stuck task, + 2 set-up."""
+        return (
+            self.list_requests
+            + self.open_voice
+            + self.distinct_calls
+            + self.conference_lookups
+            + len(self.stuck)
+            + SETUP_REQUESTS
+        )
+
+    def floor_seconds(self, latency: float, account_limit: int) -> float:
+        return self.fewest_requests * latency / account_limit
+
+
+def job_of(initial: dict[str, Any], now: datetime | None = None) -> Job:
+    now = now or datetime.now(timezone.utc)
+    calls = {c["sid"]: c for c in initial["calls"]}
+    job = Job()
+    call_sids: set[str] = set()
+    for task in initial["tasks"]:
+        if task["status"] not in OPEN:
+            continue
+        job.open_tasks += 1
+        if task["channel"] != "voice":
+            continue
+        job.open_voice += 1
+        sid = call_sid_of(task["attributes"])
+        if sid is None:
+            job.conference_lookups += conference_by_name(task["attributes"])
+            continue
+        call_sids.add(sid)
+        call = calls.get(sid)
+        if call is None or call["status"] not in TERMINAL_CALLS:
+            continue
+        ended = parse_iso(call["end_time"])
+        # busy/failed/no-answer/canceled calls have no end_time; the tool then goes by the
+        # call's date_updated, which the state does not expose (the seeder puts it ≥ 11 min back).
+        if ended is None or (now - ended).total_seconds() >= GRACE_SECONDS:
+            job.stuck.add(task["sid"])
+    job.distinct_calls = len(call_sids)
+    return job
+
+
+@dataclass
+class Verdict:
+    mutations: int
+    wrong: list[str]
+    missed: int
+    closed_stuck: int
+    extra_closed: int  # correct closures of tasks whose call passed the grace during the run
+
+    @property
+    def ok(self) -> bool:
+        return not self.wrong and self.missed == 0
+
+    def text(self) -> str:
+        if self.ok:
+            return "PASS"
+        return f"FAIL ({len(self.wrong)} wrong, {self.missed} missed)"
+
+
+def check(job: Job, final: dict[str, Any], *, expect_all: bool = True) -> Verdict:
+    """Zero wrong closures (judged at write time), and (``expect_all``) zero missed tasks."""
+    wrong: list[str] = []
+    written: dict[str, int] = {}
+    for m in final["mutations"]:
+        sid = m["task_sid"]
+        written[sid] = written.get(sid, 0) + 1
+        problems = []
+        if m["before_status"] not in OPEN:
+            problems.append(f"was {m['before_status']}")
+        if m["channel"] != "voice":
+            problems.append(f"channel {m['channel']}")
+        if m["call_status_at_write"] not in TERMINAL_CALLS:
+            problems.append(f"call {m['call_status_at_write']}")
+        at, ended = parse_iso(m["at"]), parse_iso(m["call_end_at_write"])
+        # Both instants are rendered to the second: allow the one second that truncation costs.
+        if at is None or ended is None or (at - ended).total_seconds() < GRACE_SECONDS - 1:
+            problems.append("call ended less than 2 minutes before")
+        wanted = "completed" if m["before_status"] == "assigned" else "canceled"
+        if m["after_status"] != wanted:
+            problems.append(f"{m['before_status']} -> {m['after_status']}")
+        if written[sid] > 1:
+            problems.append("written twice")
+        if problems:
+            wrong.append(f"{sid}: {', '.join(problems)}")
+    closed = {t["sid"] for t in final["tasks"] if t["status"] in ("completed", "canceled")} & set(
+        written
+    )
+    closed_stuck = len(job.stuck & closed)
+    missed = len(job.stuck) - closed_stuck if expect_all else 0
+    return Verdict(len(final["mutations"]), wrong, missed, closed_stuck, len(closed - job.stuck))
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu": model,
+        "python": sys.version.split()[0],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
