@@ -216,8 +216,9 @@ def _voice_ended(refs: Refs, evidence: Evidence) -> tuple[datetime, str] | Decis
         # A live piece says most; then a missing one.
         live = [v for v in verdicts if v.reason in (Reason.CALL_LIVE, Reason.CONFERENCE_LIVE)]
         return (live or verdicts)[0]
-    described = pieces[0][0] if len(pieces) == 1 else f"{len(pieces)} calls/conferences"
-    return max(ends), f"{described} {_status_of(pieces[0][1])} ended"
+    if len(pieces) == 1:
+        return max(ends), f"{pieces[0][0]} {_status_of(pieces[0][1])}"
+    return max(ends), f"all {len(pieces)} calls and conferences over, the last"
 
 
 def _status_of(result: object) -> str:
