@@ -11,27 +11,32 @@ from conftest import make_world, stuck_tasks_command
 from stuck_tasks.emulator import Faults
 
 
+def start(w, audit, *, concurrency: int) -> subprocess.Popen[str]:
+    """The installed command, unattended, as a person would start it from a shell."""
+    return subprocess.Popen(
+        [
+            stuck_tasks_command(),
+            "--yes",
+            "--json",
+            "--concurrency",
+            str(concurrency),
+            "--audit-log",
+            str(audit),
+        ],
+        env=w.process_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def test_sigint_mid_apply_settles_reports_truly_and_a_rerun_finishes(tmp_path):
     w = make_world(Faults(latency=0.05), n_tasks=240, seed=9)
     try:
         env = w.process_env()
         audit = tmp_path / "run1.jsonl"
-        proc = subprocess.Popen(
-            [
-                stuck_tasks_command(),
-                "--yes",
-                "--json",
-                "--concurrency",
-                "4",
-                "--audit-log",
-                str(audit),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
+        proc = start(w, audit, concurrency=4)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(w.emu.mutations) < 5:
             time.sleep(0.02)
@@ -71,24 +76,8 @@ def test_sigint_mid_apply_settles_reports_truly_and_a_rerun_finishes(tmp_path):
 def test_second_ctrl_c_aborts_at_once_and_names_updates_in_flight(tmp_path):
     w = make_world(Faults(latency=0.4), n_tasks=120, seed=4)
     try:
-        env = w.process_env()
         audit = tmp_path / "abort.jsonl"
-        proc = subprocess.Popen(
-            [
-                stuck_tasks_command(),
-                "--yes",
-                "--json",
-                "--concurrency",
-                "8",
-                "--audit-log",
-                str(audit),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
+        proc = start(w, audit, concurrency=8)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
             r.method == "POST" for r in w.emu.request_log
