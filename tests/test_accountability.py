@@ -244,3 +244,15 @@ def test_the_prompt_names_account_and_workspace(world: World):
     assert result.exit_code == 0
     assert "Acme Support" in result.stdout
     assert "Acme Contact Center" in result.stdout
+
+
+def test_a_live_call_has_no_end_time_in_the_audit_log(world: World, tmp_path):
+    call = world.emu.add_call(world.account_sid, status="in-progress")
+    world.emu.add_task(
+        world.workspace_sid, status="assigned", channel="voice", attributes={"call_sid": call}
+    )
+    audit = tmp_path / "live.jsonl"
+    assert world.invoke("--yes", "--audit-log", str(audit)).exit_code == 0
+    (line,) = read_lines(audit)[1:-1]
+    assert line["call_status"] == "in-progress"
+    assert line["call_ended_at"] is None

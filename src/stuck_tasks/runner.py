@@ -22,6 +22,7 @@ from .decide import CLOSED_CHANNEL_STATUSES, decide, is_messaging
 from .errors import ApiError, AuthError, NotFound, StuckTasksError, TransportError
 from .models import (
     OPEN_STATUSES,
+    TERMINAL_CALL_STATUSES,
     VOICE_CHANNEL,
     Action,
     ApplyResult,
@@ -298,10 +299,14 @@ class Runner:
         item = PlanItem(record, decision)
         if isinstance(evidence.call, CallFacts):
             item.call_status = evidence.call.status
-            item.call_ended_at = evidence.call.ended_at
+            if (
+                evidence.call.status in TERMINAL_CALL_STATUSES
+            ):  # a live call's date_updated is no end
+                item.call_ended_at = evidence.call.ended_at
         elif isinstance(evidence.conference, ConferenceFacts):
             item.call_status = f"conference {evidence.conference.status}"
-            item.call_ended_at = evidence.conference.date_updated
+            if evidence.conference.status == "completed":
+                item.call_ended_at = evidence.conference.date_updated
         if evidence.agent is not None:
             item.participant_sid = evidence.agent.sid
         return item
