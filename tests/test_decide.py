@@ -9,15 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stuck_tasks.decide import decide as decide_with_rules
-from stuck_tasks.decide import format_age, read_attributes, read_call_sid
+from stuck_tasks.decide import format_age, read_attributes
 from stuck_tasks.models import (
     LIVE_CALL_STATUSES,
     OPEN_STATUSES,
     TERMINAL_CALL_STATUSES,
     Action,
     CallFacts,
-    CallMissing,
     Evidence,
+    Missing,
     Reason,
     Refs,
     Rules,
@@ -70,8 +70,8 @@ TABLE = [
     ("pending",  "voice", None, call("completed", timedelta(seconds=-30)), Action.LEAVE, Reason.CALL_ENDED_IN_GRACE),
     ("pending",  "voice", None, call("completed", None),            Action.LEAVE,    Reason.CALL_END_UNKNOWN),
     ("pending",  "voice", None, call("transferring"),               Action.LEAVE,    Reason.CALL_STATUS_UNKNOWN),
-    ("pending",  "voice", None, CallMissing(Reason.CALL_NOT_FOUND, 20404), Action.LEAVE, Reason.CALL_NOT_FOUND),
-    ("pending",  "voice", None, CallMissing(Reason.CALL_LOOKUP_FAILED, 20500), Action.LEAVE, Reason.CALL_LOOKUP_FAILED),
+    ("pending",  "voice", None, Missing(Reason.CALL_NOT_FOUND, 20404), Action.LEAVE, Reason.CALL_NOT_FOUND),
+    ("pending",  "voice", None, Missing(Reason.CALL_LOOKUP_FAILED, 20500), Action.LEAVE, Reason.CALL_LOOKUP_FAILED),
     ("pending",  "voice", None, None,                               Action.LEAVE,    Reason.CALL_NOT_CHECKED),
     ("pending",  "voice", '{"from": "+1555"}', None,                Action.LEAVE,    Reason.CALL_NOT_CHECKED),
     ("pending",  "voice", "{}", None,                               Action.LEAVE,    Reason.CALL_NOT_CHECKED),
@@ -159,7 +159,7 @@ moments = st.none() | st.integers(min_value=-86400, max_value=86400 * 3).map(
 calls = (
     st.none()
     | st.builds(
-        CallMissing,
+        Missing,
         st.sampled_from([Reason.CALL_NOT_FOUND, Reason.CALL_LOOKUP_FAILED]),
         st.none() | st.integers(),
     )
@@ -191,8 +191,6 @@ def test_decide_is_total_deterministic_and_acts_only_on_proof(
 
 @given(attrs=st.text(max_size=200) | st.binary(max_size=50).map(lambda b: b.decode("latin-1")))
 def test_reading_attributes_never_raises(attrs):
-    result = read_call_sid(attrs)
-    assert result is None or isinstance(result, Reason | str)
     assert isinstance(read_attributes(attrs), Refs | Reason)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -54,4 +53,10 @@ def test_every_option_has_help_and_every_variable_is_in_env_example():
         assert getattr(param, "help", None), param.name
         for var in [param.envvar] if isinstance(param.envvar, str) else param.envvar or []:
             assert f"\n{var}=\n" in example, var
-    assert os.sep  # the module imports cleanly on every platform
+
+
+def test_help_lists_every_exit_code():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    listed = re.findall(r"^\s+(\d+)\s{2,}\S", result.stdout.split("Exit codes:")[1], re.M)
+    assert listed == ["0", "1", "2", "3", "130"]

@@ -16,6 +16,7 @@ def test_fault_scenario_keeps_the_three_invariants(name: str):
     assert row.left_stuck == []
     # 3. the summary and --json agree exactly with the emulator's final state
     assert row.summary_matches, row.problems
-    assert row.exit_code == 0, row.problems
+    # Exit 3 is allowed under heavy faults (a task out of attempts); the clean run then closes it.
+    assert row.exit_code in (0, 3), row.problems
     assert row.problems == []
     assert row.stuck > 20

@@ -103,10 +103,6 @@ class Outcome:
     error: str | None = None  # a fatal error after work had started
 
 
-class Declined(Exception):
-    """The operator did not confirm; nothing was changed."""
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -135,20 +131,7 @@ class Run:
     # ------------------------------------------------------------ plumbing
 
     def _gateway(self) -> TwilioGateway:
-        connection = self.settings.connection
-        pool = max(connection.pool_size, self.settings.concurrency)
-        return TwilioGateway(
-            Connection(
-                credentials=connection.credentials,
-                region=connection.region,
-                edge=connection.edge,
-                base_url=connection.base_url,
-                timeout=connection.timeout,
-                pool_size=pool,
-            ),
-            limiter=self.limiter,
-            metrics=self.metrics,
-        )
+        return TwilioGateway(self.settings.connection, limiter=self.limiter, metrics=self.metrics)
 
     def _phase(self, body: Callable[[TwilioGateway], Coroutine[Any, Any, T]], name: str) -> T:
         """Run one phase in its own event loop, with Ctrl-C/SIGTERM handling and progress."""
@@ -243,7 +226,7 @@ class Run:
     def _account_sid(self) -> str:
         return self.settings.connection.credentials.account_sid
 
-    def _new_runner(self) -> Runner:
+    def _new_runner(self, gateway: TwilioGateway) -> Runner:
         assert self.workspace is not None
         s = self.settings
         filters: dict[str, str] = {}
@@ -254,7 +237,7 @@ class Run:
             key = "workflow_sid" if _is_sid(s.workflow, "WW") else "workflow_name"
             filters[key] = s.workflow
         return Runner(
-            self._gateway_placeholder,
+            gateway,
             scope=Scope(self.workspace.sid, filters, s.task_sids, s.limit),
             policy=Policy(rules=s.rules, reason=s.reason_text, now=utcnow),
             retry=self.retry,
@@ -264,13 +247,9 @@ class Run:
             on_settled=self._settled,
         )
 
-    # The runner is created once; each phase hands it that phase's gateway.
-    _gateway_placeholder: Any = None
-
     async def _plan_phase(self, gateway: TwilioGateway, *, pipelined: bool) -> None:
         await self._connect(gateway)
-        self.runner = self._new_runner()
-        self.runner.use_gateway(gateway)
+        self.runner = self._new_runner(gateway)
         if self.saved is not None:
             assert self.account is not None and self.workspace is not None
             planfile.check_applicable(

@@ -122,25 +122,10 @@ def _read_messaging(
     return found[0], found[1], found[2], legacy
 
 
-def read_call_sid(attributes: str | None) -> str | Reason | None:
-    """Just the ``call_sid`` (kept for callers that need nothing else)."""
-    refs = read_attributes(attributes)
-    return refs if isinstance(refs, Reason) else refs.call_sid
-
-
 def is_messaging(task: TaskRecord) -> bool:
     """A Flex Conversations task: not voice, and its attributes name an interaction channel."""
     refs = task.refs
     return task.channel != VOICE_CHANNEL and refs is not None and refs.channel_sid is not None
-
-
-def needs_call(task: TaskRecord) -> bool:
-    """True when the decision depends on looking up ``task.call_sid``."""
-    return (
-        task.channel == VOICE_CHANNEL
-        and task.attributes_problem is None
-        and task.call_sid is not None
-    )
 
 
 def decide(task: TaskRecord, evidence: Evidence, *, now: datetime, rules: Rules) -> Decision:

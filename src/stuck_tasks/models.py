@@ -135,10 +135,6 @@ class Refs:
     conversation_sid: str | None = None
     legacy_chat: bool = False
 
-    @property
-    def has_voice_evidence(self) -> bool:
-        return bool(self.call_sid or self.conference_sid or self.participant_calls)
-
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
@@ -187,10 +183,6 @@ class Missing:
 
     reason: Reason
     code: int | None = None
-
-
-CallMissing = Missing  # the name the call path has always used
-CallResult = CallFacts | Missing
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,15 +126,10 @@ class Plan:
 
     items: list[PlanItem] = field(default_factory=list)
     listed: int = 0
-    listing_complete: bool = False
-    planning_complete: bool = False
 
     @property
     def to_close(self) -> list[PlanItem]:
         return [i for i in self.items if i.decision.acts]
-
-    def count(self, action: Action) -> int:
-        return sum(1 for i in self.items if i.decision.action is action)
 
 
 @dataclass
@@ -177,7 +172,6 @@ class Runner:
         self.plan = Plan()
         self.live = Live()
         self.stop_requested = False
-        self.listing_repeats = 0
         self.halted: str | None = None  # a guard tripped: no further writes
         self.verify_calls = False  # saved plans: re-check the call before each write
         self.writes_in_flight: set[str] = set()
@@ -222,13 +216,11 @@ class Runner:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
-        self.plan.listing_complete = not self.stop_requested
-        if self.plan.listing_complete:
+        if not self.stop_requested:
             self.listing_done.set()  # only a complete listing lets writes start
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
-        self.plan.planning_complete = not self.stop_requested
         return self.plan
 
     async def _feed(self, queue: asyncio.Queue[TaskRecord | None]) -> None:
@@ -254,9 +246,7 @@ class Runner:
                 if self.stop_requested or (limit is not None and self.plan.listed >= limit):
                     return
                 if record.sid in seen:
-                    # A page token that repeats items (undocumented behaviour): examine once.
-                    self.listing_repeats += 1
-                    continue
+                    continue  # a page token that repeats items (undocumented): examine once
                 seen.add(record.sid)
                 self.plan.listed += 1
                 self.live.listed += 1
@@ -299,9 +289,7 @@ class Runner:
         item = PlanItem(record, decision)
         if isinstance(evidence.call, CallFacts):
             item.call_status = evidence.call.status
-            if (
-                evidence.call.status in TERMINAL_CALL_STATUSES
-            ):  # a live call's date_updated is no end
+            if evidence.call.status in TERMINAL_CALL_STATUSES:  # a live call has no end yet
                 item.call_ended_at = evidence.call.ended_at
         elif isinstance(evidence.conference, ConferenceFacts):
             item.call_status = f"conference {evidence.conference.status}"
@@ -431,8 +419,6 @@ class Runner:
             result = await self._read(op)
         except NotFound as error:
             result = Missing(not_found, error.code)
-        except AuthError as error:
-            result = Missing(failed, error.code)
         except ApiError as error:
             result = Missing(failed, error.code)
         except StuckTasksError:
@@ -534,24 +520,37 @@ class Runner:
                     status_after=written.status,
                     attempts=attempts,
                 )
-            if self.stop_requested and not sent_once:
-                return ApplyResult(
-                    Outcome.NOT_ATTEMPTED,
-                    "interrupted",
-                    "interrupted before Twilio took it",
-                    attempts=attempts,
-                )
-            if attempts >= self.retry.attempts:
-                code = last.code if isinstance(last, ApiError) else None
-                why = _code_why(last) if isinstance(last, ApiError) else "transport"
-                return ApplyResult(
-                    Outcome.FAILED,
-                    why,
-                    f"gave up after {attempts} attempts: {_describe(last)}",
-                    code=code,
-                    attempts=attempts,
-                )
+            given_up = self._given_up(last, attempts, sent_once=sent_once)
+            if given_up is not None:
+                if sent_once and given_up.outcome is Outcome.FAILED:
+                    # The last try may have landed: the summary must say what really happened.
+                    settled, _ = await self._reread(item, target, sent_once=True, attempts=attempts)
+                    if settled is not None:
+                        return settled
+                return given_up
             await backoff(self.retry, self.metrics, attempts, last)
+
+    def _given_up(
+        self, last: StuckTasksError, attempts: int, *, sent_once: bool
+    ) -> ApplyResult | None:
+        """After a failed attempt: interrupted before Twilio took it, out of attempts, or None."""
+        if self.stop_requested and not sent_once:
+            return ApplyResult(
+                Outcome.NOT_ATTEMPTED,
+                "interrupted",
+                "interrupted before Twilio took it",
+                attempts=attempts,
+            )
+        if attempts < self.retry.attempts:
+            return None
+        api = last if isinstance(last, ApiError) else None
+        return ApplyResult(
+            Outcome.FAILED,
+            _code_why(api) if api is not None else "transport",
+            f"gave up after {attempts} attempts: {_describe(last)}",
+            code=api.code if api is not None else None,
+            attempts=attempts,
+        )
 
     async def _apply_interaction(self, item: PlanItem) -> ApplyResult:
         """Close a Flex Conversations task the supported way: through the Interactions API.
@@ -612,21 +611,32 @@ class Runner:
                     status_after=after,
                     attempts=attempts,
                 )
-            if attempts >= self.retry.attempts or (self.stop_requested and not sent_once):
-                why = _code_why(last) if isinstance(last, ApiError) else "transport"
-                outcome = (
-                    Outcome.FAILED if attempts >= self.retry.attempts else Outcome.NOT_ATTEMPTED
-                )
-                return ApplyResult(outcome, why, _describe(last), attempts=attempts)
+            given_up = self._given_up(last, attempts, sent_once=sent_once)
+            if given_up is not None:
+                if sent_once and given_up.outcome is Outcome.FAILED:
+                    after = await self._status_after(task.sid)  # the last try may have landed
+                    if after in _CLOSED:
+                        return ApplyResult(
+                            Outcome.CLOSED,
+                            "closed",
+                            f"{task.status} -> {after} (confirmed by re-read)",
+                            status_after=after,
+                            attempts=attempts,
+                        )
+                return given_up
             await backoff(self.retry, self.metrics, attempts, last)
+
+    async def _fresh(self, sid: str) -> tuple[TaskRecord, str | None]:
+        """Read a task again while settling a write: retried, and not cut short by Ctrl-C."""
+        return await retrying(
+            lambda: self._gw.fetch_task(self.scope.workspace_sid, sid),
+            policy=self.retry,
+            metrics=self.metrics,
+        )
 
     async def _status_after(self, sid: str) -> str | None:
         try:
-            fresh, _ = await retrying(
-                lambda: self._gw.fetch_task(self.scope.workspace_sid, sid),
-                policy=self.retry,
-                metrics=self.metrics,
-            )
+            fresh, _ = await self._fresh(sid)
         except StuckTasksError:
             return None
         return fresh.status
@@ -637,11 +647,7 @@ class Runner:
         """Read the task again before (re)writing. Returns a settled result, or the fresh ETag."""
         task = item.task
         try:
-            fresh, reason = await retrying(
-                lambda: self._gw.fetch_task(self.scope.workspace_sid, task.sid),
-                policy=self.retry,
-                metrics=self.metrics,
-            )
+            fresh, reason = await self._fresh(task.sid)
         except NotFound:
             return _skip("gone-404", "the task no longer exists (404)", attempts), None
         except StuckTasksError as error:
