@@ -501,6 +501,14 @@ class Runner:
             except ApiError as error:
                 verdict = _write_refused(error, attempts)
                 if verdict is not None:
+                    if sent_once and verdict.outcome is Outcome.SKIPPED:
+                        # An earlier try that timed out may have landed since, and be the very
+                        # change this 412/20001/404 reports: read the task to know whose it was.
+                        settled, _ = await self._reread(
+                            item, target, sent_once=True, attempts=attempts
+                        )
+                        if settled is not None:
+                            return settled
                     return verdict
                 if error.status != 429:
                     # 5xx: Twilio may or may not have applied it; settle by reading, never re-POST.
@@ -580,22 +588,22 @@ class Runner:
             settled, _ = await self._reread(item, "completed", sent_once=False, attempts=attempts)
             if settled is not None:
                 if sent_once and settled.why.startswith("now-") and settled.status_after in _CLOSED:
-                    return ApplyResult(
-                        Outcome.CLOSED,
-                        "closed",
-                        f"{task.status} -> {settled.status_after} (confirmed by re-read)",
-                        status_after=settled.status_after,
-                        attempts=attempts,
-                    )
+                    return _confirmed(task, settled.status_after, attempts)
                 return settled
             attempts += 1
             try:
                 await write()
             except ApiError as error:
-                if error.code == 80906:
-                    return _skip("interaction-not-open", error.message, attempts)
-                verdict = _write_refused(error, attempts)
+                verdict = (
+                    _skip("interaction-not-open", error.message, attempts)
+                    if error.code == 80906
+                    else _write_refused(error, attempts)
+                )
                 if verdict is not None:
+                    if sent_once and verdict.outcome is Outcome.SKIPPED:
+                        after = await self._status_after(task.sid)  # our earlier try, landed?
+                        if after in _CLOSED:
+                            return _confirmed(task, after, attempts)
                     return verdict
                 sent_once = sent_once or error.status != 429
                 last: StuckTasksError = error
@@ -616,13 +624,7 @@ class Runner:
                 if sent_once and given_up.outcome is Outcome.FAILED:
                     after = await self._status_after(task.sid)  # the last try may have landed
                     if after in _CLOSED:
-                        return ApplyResult(
-                            Outcome.CLOSED,
-                            "closed",
-                            f"{task.status} -> {after} (confirmed by re-read)",
-                            status_after=after,
-                            attempts=attempts,
-                        )
+                        return _confirmed(task, after, attempts)
                 return given_up
             await backoff(self.retry, self.metrics, attempts, last)
 
@@ -657,13 +659,7 @@ class Runner:
             )
         if sent_once and fresh.status == target and reason == self.policy.reason:
             return (
-                ApplyResult(
-                    Outcome.CLOSED,
-                    "closed",
-                    f"{task.status} -> {target} (confirmed by re-read)",
-                    status_after=target,
-                    attempts=attempts,
-                ),
+                _confirmed(task, target, attempts),
                 None,
             )
         if fresh.status != task.status:
@@ -702,6 +698,17 @@ def agent_of(
         if kind == "agent" and task_sid in {str(v) for v in routing.values()}
     ]
     return ParticipantFacts(mine[0]) if len(mine) == 1 else None
+
+
+def _confirmed(task: TaskRecord, status: str | None, attempts: int) -> ApplyResult:
+    """A write whose answer was lost, seen to have landed when the task was read again."""
+    return ApplyResult(
+        Outcome.CLOSED,
+        "closed",
+        f"{task.status} -> {status} (confirmed by re-read)",
+        status_after=status,
+        attempts=attempts,
+    )
 
 
 def _skip(why: str, detail: str, attempts: int, status_after: str | None = None) -> ApplyResult:
