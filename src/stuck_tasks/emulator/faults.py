@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .limits import Limits, check_limits, coerce_limits
+
 PLATFORM_EVENT_KINDS: tuple[str, ...] = ("wrap", "platform_close", "accept", "new_task", "call_end")
 # Accepted in platform_event_kinds but never on by default (so seeded fault runs stay the same).
 OPT_IN_PLATFORM_EVENT_KINDS: tuple[str, ...] = ("channel_close", "conference_end")
@@ -42,8 +44,13 @@ class Faults:
     platform_event_rate: float = 0.0
     platform_event_kinds: tuple[str, ...] = PLATFORM_EVENT_KINDS
     seed: int = 0
+    # TaskRouter's per-workspace, per-endpoint limits (limits.py): (resource key, requests per
+    # second) pairs, e.g. (("Task-Update", 25.0),); empty = unlimited. Admin JSON: an object.
+    taskrouter_limits: Limits = ()
+    taskrouter_window: float = 10.0
 
     def __post_init__(self) -> None:
+        check_limits(self.taskrouter_limits, self.taskrouter_window)
         for name in _RATES:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -79,10 +86,13 @@ class Faults:
     def to_dict(self) -> dict[str, object]:
         out = dataclasses.asdict(self)
         out["platform_event_kinds"] = list(self.platform_event_kinds)
+        out["taskrouter_limits"] = dict(self.taskrouter_limits)
         return out
 
 
 def _coerce(name: str, value: object) -> object:
+    if name == "taskrouter_limits":
+        return coerce_limits(value)
     if name == "platform_event_kinds":
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError("platform_event_kinds must be a list of strings")

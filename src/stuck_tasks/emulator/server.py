@@ -16,6 +16,7 @@ from aiohttp import web
 
 from . import render
 from .faults import Faults
+from .limits import SlidingWindows, limit_for
 from .model import LoggedRequest
 from .world import ApiError, World
 
@@ -81,6 +82,7 @@ class TwilioApp:
         self.world = world
         self._buckets: dict[str, _Bucket] = {}
         self._bucket_faults: Faults | None = None
+        self._windows = SlidingWindows()
         self._handlers: dict[str, TwilioHandler] = {
             "list_workspaces": self._list_workspaces,
             "fetch_workspace": self._fetch_workspace,
@@ -158,7 +160,7 @@ class TwilioApp:
         finished = time.monotonic()
         resp = outcome.response
         in_flight = 0 if account_sid is None else world.in_flight(account_sid) + 1
-        resp.headers["Twilio-Concurrent-Requests"] = str(in_flight)
+        resp.headers.setdefault("Twilio-Concurrent-Requests", str(in_flight))
         resp.headers["Twilio-Request-Duration"] = f"{finished - started:.3f}"
         status = 0 if outcome.drop else resp.status
         if status == 429:
@@ -235,14 +237,40 @@ class TwilioApp:
     ) -> _Outcome:
         world = self.world
         faults = world.faults
+        limit = limit_for(
+            kind,
+            ctx.account_sid,
+            request.match_info.get("ws"),
+            faults.taskrouter_limits,
+            faults.taskrouter_window,
+        )
+        # Account-wide limits first, then TaskRouter's: an account-wide 429 spends no TaskRouter
+        # budget, while a TaskRouter 429 has already spent its rps token (the stricter order;
+        # Twilio does not say which limiter comes first).
         limited = self._rate_limited(ctx.account_sid, faults)
+        remaining = None
+        if limited is None and limit is not None:
+            remaining = self._windows.admit(limit)
+            limited = "taskrouter" if remaining is None else None
         if limited is not None:
-            return self._too_many(limited, faults)
-        world.enter(ctx.account_sid)
-        try:
-            return await self._process(request, handler, kind, ctx, faults)
-        finally:
-            world.leave(ctx.account_sid)
+            # The count the concurrency limiter compared: those in flight plus this one.
+            concurrent = world.in_flight(ctx.account_sid) + 1
+            outcome = self._too_many(limited, faults)
+        else:
+            # Counted on admission, this request included (TWILIO_FACTS §4.2): on every answer
+            # that was not a concurrency 429 the value is at most concurrency_limit.
+            concurrent = world.enter(ctx.account_sid)
+            try:
+                outcome = await self._process(request, handler, kind, ctx, faults)
+            finally:
+                world.leave(ctx.account_sid)
+        headers = outcome.response.headers
+        headers["Twilio-Concurrent-Requests"] = str(concurrent)
+        if limit is not None:
+            if remaining is None:
+                remaining = self._windows.remaining(limit)
+            headers.update(limit.headers(remaining))
+        return outcome
 
     def _chance(self, rate: float) -> bool:
         return rate > 0 and self.world.rand() < rate
