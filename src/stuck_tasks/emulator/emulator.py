@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +21,8 @@ class Emulator(World):
     """A local Twilio REST API (TaskRouter, v2010 Calls/Conferences, Flex Interactions, Conversations).
 
     ``start()`` serves on ``127.0.0.1`` (a free port by default) from a daemon thread with its
-    own event loop; the World methods stay usable from any thread while it runs.
+    own event loop, over HTTPS when given an ``ssl_context`` (see ``tls.loopback_tls``); the World
+    methods stay usable from any thread while it runs.
     """
 
     def __init__(
@@ -38,8 +40,12 @@ class Emulator(World):
             raise RuntimeError("the emulator is not running; call start() first")
         return self._base_url
 
-    def start(self, *, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve in a background thread; returns the base URL. Idempotent."""
+    def start(
+        self, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Serve in a background thread; returns the base URL (``https://`` with an
+        ``ssl_context``, a server-side context holding the certificate). Idempotent: while
+        running, returns the running server's URL and ignores the arguments."""
         with self._server_lock:
             if self._base_url is not None:
                 return self._base_url
@@ -49,7 +55,10 @@ class Emulator(World):
             ready = threading.Event()
             errors: list[BaseException] = []
             thread = threading.Thread(
-                target=self._serve, args=(sock, ready, errors), name="twilio-emulator", daemon=True
+                target=self._serve,
+                args=(sock, ssl_context, ready, errors),
+                name="twilio-emulator",
+                daemon=True,
             )
             thread.start()
             ready.wait()
@@ -57,11 +66,16 @@ class Emulator(World):
                 thread.join()
                 raise RuntimeError("emulator failed to start") from errors[0]
             self._thread = thread
-            self._base_url = f"http://{host}:{sock.getsockname()[1]}"
+            scheme = "http" if ssl_context is None else "https"
+            self._base_url = f"{scheme}://{host}:{sock.getsockname()[1]}"
             return self._base_url
 
     def _serve(
-        self, sock: socket.socket, ready: threading.Event, errors: list[BaseException]
+        self,
+        sock: socket.socket,
+        ssl_context: ssl.SSLContext | None,
+        ready: threading.Event,
+        errors: list[BaseException],
     ) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
@@ -70,7 +84,7 @@ class Emulator(World):
         )
         try:
             loop.run_until_complete(runner.setup())
-            site = web.SockSite(runner, sock, backlog=1024)
+            site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=1024)
             loop.run_until_complete(site.start())
         except BaseException as exc:  # report any start-up failure to start()
             errors.append(exc)
