@@ -1,11 +1,15 @@
 """Standalone emulator for benchmarks: seeds one workspace, prints one JSON line, serves.
 
 python -m stuck_tasks.emulator --port 0 --tasks 20000 --seed 1 --latency 0.08
+python -m stuck_tasks.emulator --tls --taskrouter-limit Task-Update=25 --taskrouter-limit Task-Fetch=50
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +20,9 @@ from types import FrameType
 
 from .emulator import Emulator
 from .faults import Faults
+from .limits import RESOURCE_KEYS
 from .seed import seed_outage
+from .tls import LoopbackTls, loopback_tls
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,11 +53,75 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-page-size", type=int, default=None)
     p.add_argument("--closed-task-ttl", type=float, default=300.0)
     p.add_argument("--platform-event-rate", type=float, default=0.0)
+    _add_limit_and_tls_flags(p)
     return p
 
 
+# ---------------------------------------------------------------- TaskRouter limits and TLS
+
+
+def _add_limit_and_tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--taskrouter-limit",
+        action="append",
+        default=[],
+        type=_key_rate,
+        metavar="KEY=RATE",
+        help=f"requests per second for one TaskRouter resource key, per workspace (repeatable; "
+        f"keys: {', '.join(RESOURCE_KEYS)})",
+    )
+    p.add_argument(
+        "--taskrouter-window",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the window TaskRouter limits are averaged over (default 10)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help='serve HTTPS with a throw-away CA (needs trustme); the JSON line adds "ca_file"',
+    )
+
+
+def _key_rate(text: str) -> tuple[str, float]:
+    key, sep, rate = text.partition("=")
+    try:
+        if sep:
+            return key.strip(), float(rate)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected KEY=RATE such as Task-Update=25, got {text!r}")
+
+
+def _with_limits(p: argparse.ArgumentParser, args: argparse.Namespace, faults: Faults) -> Faults:
+    try:
+        return dataclasses.replace(
+            faults,
+            taskrouter_limits=tuple(args.taskrouter_limit),
+            taskrouter_window=args.taskrouter_window,
+        )
+    except ValueError as exc:
+        p.error(str(exc))
+
+
+def _tls(args: argparse.Namespace) -> LoopbackTls | None:
+    """The throw-away CA and certificate for ``--tls``; the CA file goes when the process ends."""
+    if not args.tls:
+        return None
+    tls = loopback_tls()
+    atexit.register(_remove, tls.ca_file)
+    return tls
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     faults = Faults(
         latency=args.latency,
         latency_jitter=args.latency_jitter,
@@ -70,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         platform_event_rate=args.platform_event_rate,
         seed=args.seed,
     )
+    faults = _with_limits(parser, args, faults)
     emu = Emulator(faults)
     acct = emu.add_account("Benchmark Contact Center")
     ws = emu.add_workspace(acct.sid, "Benchmark Support")
@@ -89,7 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    base_url = emu.start(host=args.host, port=args.port)
+    tls = _tls(args)
+    base_url = emu.start(
+        host=args.host, port=args.port, ssl_context=tls.server_context if tls else None
+    )
     line = {
         "base_url": base_url,
         "account_sid": acct.sid,
@@ -98,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workspace_sid": ws.sid,
         "pid": os.getpid(),
     }
+    if tls is not None:
+        line["ca_file"] = tls.ca_file
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
     while not stop.wait(0.5):
