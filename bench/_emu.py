@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ class EmulatorInfo:
     auth_token: str
     workspace_sid: str
     pid: int
+    ca_file: str | None = None  # with --tls: the throw-away CA a client must trust
 
 
 def python_env(src: str | None) -> dict[str, str]:
@@ -88,6 +90,7 @@ def emulator(
             data["auth_token"],
             data["workspace_sid"],
             int(data["pid"]),
+            data.get("ca_file"),
         )
     finally:
         proc.terminate()
@@ -98,9 +101,11 @@ def emulator(
             proc.wait()
 
 
-def state(base_url: str) -> dict[str, Any]:
-    """``GET /__emulator/state``: tasks, calls, mutations, stats."""
-    with urllib.request.urlopen(f"{base_url}/__emulator/state", timeout=60) as answer:  # noqa: S310
+def state(base_url: str, ca_file: str | None = None) -> dict[str, Any]:
+    """``GET /__emulator/state``: tasks, calls, mutations, stats (``ca_file`` for ``--tls``)."""
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    url = f"{base_url}/__emulator/state"
+    with urllib.request.urlopen(url, timeout=60, context=context) as answer:  # noqa: S310
         result: dict[str, Any] = json.loads(answer.read())
     return result
 
