@@ -39,12 +39,12 @@ twilio/twilio-cli @ 46d572b1 (6.2.3) and oclif/core ``src/config/config.ts``:
   ``edge = TWILIO_EDGE || profile.edge || <top-level edge>`` (twilio-client-command.js L148-155),
   so the top-level edge (``twilio config:set --edge``) applies only to a profile without its
   own, and an empty string counts as absent (JS ``||``). There is no top-level region.
-  A region without an edge: cli-core up to 8.3.1 (the version twilio-cli 6.2.3 pins,
-  package.json L45) fills in a mapped edge at request time (cli-core 8.3.1
-  twilio-client-command.js L160-174); 8.3.2 dropped that (fadef91) and passes the region alone.
-  Here it passes through as read, with ``edge`` None.
-  Here ``edge`` is the profile's edge, else the top-level one; ``TWILIO_EDGE`` is for the
-  CLI layer to apply.
+  A profile's own ``edge`` exists since cli-core 8.2.4 (9f023f4). A region without an edge:
+  cli-core 8.2.4 to 8.3.1 (8.3.1 is what twilio-cli 6.2.3 pins, package.json L45) fills in a
+  mapped edge at request time (8.3.1 twilio-client-command.js L160-174); 8.3.2 dropped that
+  (fadef91) and passes the region alone, as did releases before 8.2.4.
+  Here ``edge`` is the profile's edge, else the top-level one, else None (a region alone passes
+  through as read); ``TWILIO_EDGE`` is for the CLI layer to apply.
 """
 
 from __future__ import annotations
