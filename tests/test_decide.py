@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from evidence import Spec
 from stuck_tasks.decide import decide as decide_with_rules
 from stuck_tasks.decide import format_age, read_attributes
 from stuck_tasks.models import (
@@ -16,7 +17,6 @@ from stuck_tasks.models import (
     TERMINAL_CALL_STATUSES,
     Action,
     CallFacts,
-    Evidence,
     Missing,
     Reason,
     Refs,
@@ -45,7 +45,7 @@ def task(
 
 def decide(record, call, *, now, grace):
     """The voice-by-call_sid slice of the decision (the other evidence has its own tables)."""
-    return decide_with_rules(record, Evidence(call=call), now=now, rules=Rules(grace=grace))
+    return decide_with_rules(record, Spec(call=call).of(record), now=now, rules=Rules(grace=grace))
 
 
 def call(

@@ -1,207 +1,284 @@
-"""One run, start to end: connect, find the workspace, plan, guard, confirm, apply, report.
+"""One run, start to end: connect, find the workspace, plan, guard, (ask,) apply, report.
 
-The click layer builds ``Settings`` and a ``UI``; this module never prints by itself.
+The click layer drives it: ``execute()`` runs up to the confirmation question (returning a
+``Question``) or to the end (returning a ``RunResult``); ``answer()`` carries on after the
+question. This module never calls back up and never prints: it returns data, and reports
+progress and notices to the ``report.Display`` it was given.
+
+Each phase runs in its own event loop (the question in between is synchronous), with SIGINT,
+SIGTERM and SIGHUP turned into a clean stop: the first stops new work and lets what is in
+flight settle, the second cuts it short. Where the loop has no signal handlers (Windows) the
+same handler is installed with ``signal.signal``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from . import __version__, planfile
-from .audit import AuditLog
-from .errors import AuthError, ConfigError, NotFound, StuckTasksError
-from .gateway import Connection, Named, TwilioGateway
-from .guards import Counts, Limits, refusals
-from .models import Rules
-from .ratecontrol import AdaptiveLimiter, Metrics, RetryPolicy, retrying
+from .audit import AuditLog, Recorder
+from .clock import TwilioClock
+from .errors import (
+    AuthError,
+    ConfigError,
+    NotFound,
+    PermissionDenied,
+    StuckTasksError,
+    describe,
+)
+from .gateway import gateway_factory
+from .models import ApplyResult, Case, Gateway, Named, Outcome, Workspace
+from .pipeline import Job, OpenGateway, Pipeline, Plan, Ran
+from .ratecontrol import AdaptiveLimiter, Metrics, Reads, RetryPolicy, Stop, StopReason
 from .report import (
     EXIT_FATAL,
     EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_STUCK_FOUND,
     EXIT_USAGE,
-    render_plan,
+    Display,
+    Target,
+    case_data,
     summary_document,
-    task_line,
+    utcnow,
 )
-from .runner import Live, PlanItem, Policy, Runner, Scope
+from .settings import Scope, Settings
+from .transport import PERMISSIONS
 
 T = TypeVar("T")
 WORKSPACE_SID_PREFIX = "WS"
-WARM_UP = 200  # decisions the guards see before a pipelined run's first write
+
+
+class Answer(enum.Enum):
+    YES = "yes"
+    NO = "no"
+    INTERRUPTED = "interrupted"  # Ctrl-C or Ctrl-D at the question
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a run needs, validated by the click layer. Holds no secret in its repr."""
+class Question:
+    """The run waits for the person: show ``plan``, then ask ``text``."""
 
-    connection: Connection
-    run_id: str
-    workspace: str | None = None
-    task_queue: str | None = None
-    workflow: str | None = None
-    task_sids: tuple[str, ...] = ()
-    limit: int | None = None
-    grace: timedelta = timedelta(minutes=2)
-    messaging: bool = False
-    wrapping_after: timedelta | None = None
-    concurrency: int = 25
-    deadline: float = 1800.0
-    reason: str = "Orchestration issue: closed stuck voice Task."
-    dry_run: bool = False
-    assume_yes: bool = False
-    audit_log: Path | None = None
-    limits: Limits = field(default_factory=Limits)
-    save_plan: Path | None = None
-    apply_plan: Path | None = None
-    max_plan_age: timedelta = timedelta(hours=1)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def rules(self) -> Rules:
-        return Rules(grace=self.grace, messaging=self.messaging, wrapping_after=self.wrapping_after)
-
-    @property
-    def writes(self) -> bool:
-        """False for runs that only plan (``--dry-run``, ``--save-plan``)."""
-        return not (self.dry_run or self.save_plan is not None)
-
-    @property
-    def reason_text(self) -> str:
-        """The Reason written to each task: ties TaskRouter's event history to the audit log."""
-        return f"{self.reason} (stuck-tasks run {self.run_id})"
+    text: str
+    plan: tuple[Case, ...]
+    target: Target
+    refusals: tuple[str, ...] = ()
 
 
-class UI(Protocol):
-    """How a run talks to the person (implemented by the click layer)."""
-
-    def info(self, text: str) -> None: ...
-
-    def show_plan(self, text: str) -> None: ...
-
-    def confirm(self, question: str) -> bool: ...
-
-    def can_ask(self) -> bool: ...
-
-    def progress(self, live: Live, metrics: Metrics, *, phase: str) -> None: ...
-
-    def progress_done(self) -> None: ...
-
-
-@dataclass
-class Outcome:
-    """What the click layer renders: the summary document, the exit code, refusals."""
+@dataclass(frozen=True)
+class RunResult:
+    """What the click layer renders."""
 
     document: dict[str, Any]
     exit_code: int
-    refusals: list[str] = field(default_factory=list)
-    error: str | None = None  # a fatal error after work had started
+    messages: tuple[str, ...] = ()  # one line each, for stderr
+    plan: tuple[Case, ...] | None = None  # a dry run's plan (stdout)
+    explain: tuple[Case, ...] | None = None  # --task: each task explained (stdout)
+    results: dict[str, ApplyResult] = field(default_factory=dict)
+    target: Target | None = None
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+def catch_signals(
+    loop: asyncio.AbstractEventLoop, handler: Callable[[], None], signals: tuple[int, ...]
+) -> Callable[[], None]:
+    """Route ``signals`` to ``handler`` in ``loop``; returns a function that undoes it.
+
+    ``loop.add_signal_handler`` is Unix-only: elsewhere (Windows' Proactor loop) the handler is
+    installed with ``signal.signal`` and hops into the loop with ``call_soon_threadsafe``.
+    """
+    installed: list[tuple[int, Any, bool]] = []  # (signal, handler before, through the loop)
+    for sig in signals:
+        before = signal.getsignal(sig)
+        try:
+            loop.add_signal_handler(sig, handler)
+        except (NotImplementedError, RuntimeError, ValueError):
+            signal.signal(sig, lambda _s, _f: loop.call_soon_threadsafe(handler))
+            installed.append((sig, before, False))
+        else:
+            installed.append((sig, before, True))
+
+    def restore() -> None:
+        for sig, before, through_loop in reversed(installed):
+            if through_loop:
+                loop.remove_signal_handler(sig)  # this resets the handler to the default...
+            signal.signal(sig, before)  # ...so put back the one that was there
+
+    return restore
+
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class Run:
-    """State shared by the phases of one run (they may run in separate event loops)."""
+    """One run of the tool against one workspace."""
 
-    def __init__(self, settings: Settings, ui: UI) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        display: Display,
+        *,
+        open_gateway: Callable[..., OpenGateway] | None = None,
+        signals: tuple[int, ...] = STOP_SIGNALS,
+    ) -> None:
         self.settings = settings
-        self.ui = ui
+        self.display = display
         self.metrics = Metrics()
+        self.clock = TwilioClock()
+        self.stop = Stop()
         self.limiter = AdaptiveLimiter(settings.concurrency, metrics=self.metrics)
-        self.started = time.monotonic()
-        self.retry = RetryPolicy(deadline=self.started + settings.deadline)
-        self.account: Named | None = None
-        self.workspace: Named | None = None
-        self.runner: Runner | None = None
-        self.audit: AuditLog | None = None
-        self.interrupted = False
-        self.aborted_in_flight: list[str] = []
-        self.refused: list[str] = []
-        self.aborting = False
-        self._watcher: asyncio.Task[None] | None = None
+        self._signals = signals
+        self._started = time.monotonic()
+        self._active = 0.0  # seconds spent in phases (time at the question excluded)
+        self._phase_started: float | None = None
+        self.reads = Reads(
+            RetryPolicy(deadline=self._started + settings.deadline), self.metrics, self.stop
+        )
+        make = open_gateway or gateway_factory
+        self._open = make(
+            settings.connection, limiter=self.limiter, metrics=self.metrics, clock=self.clock
+        )
+        self.recorder = Recorder(None, dry_run=not settings.writes)
+        self.target: Target | None = None
+        self.scope: Scope | None = None
         self.saved: planfile.SavedPlan | None = None
+        self._ran: list[Ran] = []
+        self._plan: Plan | None = None
+        self._refusals: tuple[str, ...] = ()
+        self._ending: str | None = None  # "declined", "interrupted": how the question ended
 
-    # ------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------ phases
 
-    def _gateway(self) -> TwilioGateway:
-        return TwilioGateway(self.settings.connection, limiter=self.limiter, metrics=self.metrics)
-
-    def _phase(self, body: Callable[[TwilioGateway], Coroutine[Any, Any, T]], name: str) -> T:
-        """Run one phase in its own event loop, with Ctrl-C/SIGTERM handling and progress."""
+    def _phase(self, body: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run one phase in its own event loop, with signal handling and progress."""
 
         async def main() -> T:
             loop = asyncio.get_running_loop()
-            me = asyncio.current_task()
-            assert me is not None
             presses = 0
 
             def on_signal() -> None:
                 nonlocal presses
                 presses += 1
-                self.interrupted = True
-                if presses == 1 and self.runner is not None:
-                    self.runner.request_stop()
-                    self.ui.info(
+                if presses == 1:
+                    self.stop.interrupt()
+                    self.display.notice(
                         "\nStopping: no new work starts, in-flight requests settle. "
-                        "Press Ctrl-C again to abort at once."
+                        "Press Ctrl-C again to stop at once."
                     )
                 else:
-                    self.aborting = True
-                    if self.runner is not None:
-                        self.aborted_in_flight = sorted(self.runner.writes_in_flight)
-                    me.cancel()
+                    self.stop.abort()
 
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
-            gateway = self._gateway()
-            ticker = asyncio.create_task(self._tick(name))
+            restore = catch_signals(loop, on_signal, self._signals)
+            ticker = asyncio.create_task(self._tick())
             try:
-                return await body(gateway)
+                return await body()
             finally:
                 ticker.cancel()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-                await gateway.aclose()
-                self.ui.progress_done()
+                await asyncio.gather(ticker, return_exceptions=True)
+                restore()
+                self.display.clear()
 
-        return asyncio.run(main())
+        self._phase_started = time.monotonic()
+        try:
+            return asyncio.run(main())
+        finally:
+            self._active += time.monotonic() - self._phase_started
+            self._phase_started = None
 
-    async def _tick(self, phase: str) -> None:
+    def active_seconds(self) -> float:
+        running = time.monotonic() - self._phase_started if self._phase_started else 0.0
+        return self._active + running
+
+    async def _tick(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            if self.runner is not None:
-                self.ui.progress(self.runner.live, self.metrics, phase=phase)
+            m = self.metrics
+            self.display.progress(
+                self.recorder.snapshot(
+                    requests=m.total,
+                    throttled=m.throttled,
+                    waited=m.backoff_seconds + m.paced_seconds,
+                    active=self.active_seconds(),
+                ),
+                now=time.monotonic(),
+            )
 
-    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
-        return await retrying(op, policy=self.retry, metrics=self.metrics)
+    def _pipeline(self) -> Pipeline:
+        s = self.settings
+        assert self.scope is not None
+        job = Job(
+            scope=self.scope,
+            rules=s.rules,
+            limits=s.limits,
+            write_reason=s.write_reason,
+            concurrency=s.concurrency,
+            drain=min(120.0, max(10.0, 3 * s.connection.timeout)),
+        )
+        return Pipeline(self._open, job, sink=self.recorder, reads=self.reads, now=self.clock.now)
 
-    # ------------------------------------------------------------ phases
+    # ------------------------------------------------------------ connect
 
-    async def _connect(self, gateway: TwilioGateway) -> None:
-        self.account = await self._retrying(gateway.account)
-        self.workspace = await self._resolve_workspace(gateway)
+    async def _connect(self) -> None:
+        async with self._open() as gw:
+            workspace = await self._resolve_workspace(gw)
+            creds = self.settings.connection.credentials
+            if workspace.account_sid != creds.account_sid:
+                raise ConfigError(
+                    f"the credentials belong to account {workspace.account_sid} (workspace "
+                    f"{workspace.sid} is in it), but TWILIO_ACCOUNT_SID is {creds.account_sid}: "
+                    "use the account SID of the key's account, or that account's key; nothing "
+                    "was changed"
+                )
+            account_name = None
+            if not creds.is_api_key:
+                # Standard and Restricted API keys may not read /Accounts (401/20003, 403/70051);
+                # only the auth token is sure to. The name is for people; nothing depends on it.
+                try:
+                    account_name = await self.reads.call(lambda: gw.account_name(creds.account_sid))
+                except (AuthError, NotFound):
+                    account_name = None
+            filters = {}
+            if self.settings.task_queue:
+                queue = await self._resolve(gw, workspace, self.settings.task_queue, "task queue")
+                filters["task_queue_sid"] = queue.sid
+            if self.settings.workflow:
+                flow = await self._resolve(gw, workspace, self.settings.workflow, "workflow")
+                filters["workflow_sid"] = flow.sid
+        self.target = Target(
+            workspace_sid=workspace.sid,
+            workspace_name=workspace.friendly_name,
+            account_sid=workspace.account_sid,
+            account_name=account_name,
+            credentials=creds.describe(),
+            base_url=self.settings.connection.base_url,
+        )
+        self.scope = Scope(workspace.sid, filters, self.settings.task_sids, self.settings.limit)
 
-    async def _resolve_workspace(self, gateway: TwilioGateway) -> Named:
+    async def _resolve_workspace(self, gw: Gateway) -> Workspace:
         wanted = self.settings.workspace
         if not wanted and self.saved is not None:
             wanted = self.saved.workspace_sid
         if wanted and wanted.startswith(WORKSPACE_SID_PREFIX) and len(wanted) == 34:
             try:
-                return await self._retrying(lambda: gateway.workspace(wanted))
+                return await self.reads.call(lambda: gw.workspace(wanted))
             except NotFound:
                 raise ConfigError(
-                    f"workspace {wanted} was not found in account {self._account_sid()}"
+                    f"workspace {wanted} was not found with these credentials "
+                    f"({self.settings.connection.credentials.describe()})"
                 ) from None
+        every = await self.reads.call(lambda: gw.workspaces())
         if wanted:
-            found = await self._retrying(lambda: gateway.workspaces(friendly_name=wanted))
-            exact = [w for w in found if w.friendly_name == wanted]
+            exact = [w for w in every if w.friendly_name == wanted]
             if len(exact) == 1:
                 return exact[0]
             if len(exact) > 1:
@@ -210,135 +287,37 @@ class Run:
                     + ", ".join(w.sid for w in exact)
                     + "; pass --workspace with a WS SID"
                 )
-            every = await self._retrying(lambda: gateway.workspaces())
-            raise ConfigError(f"no workspace named {wanted!r}; {_listing(every)}")
-        every = await self._retrying(lambda: gateway.workspaces())
+            raise ConfigError(f"no workspace named {wanted!r}; {_listing(every, 'workspaces')}")
         if len(every) == 1:
-            self.ui.info(
+            self.display.notice(
                 f"Using workspace {every[0].friendly_name!r} ({every[0].sid}), "
                 "the account's only workspace."
             )
             return every[0]
         raise ConfigError(
-            f"choose a workspace with --workspace or TWILIO_WORKSPACE_SID; {_listing(every)}"
+            f"choose a workspace with --workspace or TWILIO_WORKSPACE_SID; {_listing(every, 'workspaces')}"
         )
 
-    def _account_sid(self) -> str:
-        return self.settings.connection.credentials.account_sid
-
-    def _new_runner(self, gateway: TwilioGateway) -> Runner:
-        assert self.workspace is not None
-        s = self.settings
-        filters: dict[str, str] = {}
-        if s.task_queue:
-            key = "task_queue_sid" if _is_sid(s.task_queue, "WQ") else "task_queue_name"
-            filters[key] = s.task_queue
-        if s.workflow:
-            key = "workflow_sid" if _is_sid(s.workflow, "WW") else "workflow_name"
-            filters[key] = s.workflow
-        return Runner(
-            gateway,
-            scope=Scope(self.workspace.sid, filters, s.task_sids, s.limit),
-            policy=Policy(rules=s.rules, reason=s.reason_text, now=utcnow),
-            retry=self.retry,
-            metrics=self.metrics,
-            concurrency=s.concurrency,
-            on_decided=self._decided,
-            on_settled=self._settled,
-        )
-
-    async def _plan_phase(self, gateway: TwilioGateway, *, pipelined: bool) -> None:
-        await self._connect(gateway)
-        self.runner = self._new_runner(gateway)
-        if self.saved is not None:
-            assert self.account is not None and self.workspace is not None
-            planfile.check_applicable(
-                self.saved,
-                account_sid=self.account.sid,
-                workspace_sid=self.workspace.sid,
-                max_age=self.settings.max_plan_age,
+    async def _resolve(self, gw: Gateway, workspace: Workspace, wanted: str, what: str) -> Named:
+        """A task queue or workflow by SID or exact name; anything else is refused."""
+        if what == "task queue":
+            found = await self.reads.call(lambda: gw.task_queues(workspace.sid))
+            option = "--task-queue"
+        else:
+            found = await self.reads.call(lambda: gw.workflows(workspace.sid))
+            option = "--workflow"
+        exact = [n for n in found if wanted in (n.sid, n.friendly_name)]
+        if len(exact) == 1:
+            return exact[0]
+        if len(exact) > 1:
+            raise ConfigError(
+                f"{len(exact)} {what}s are named {wanted!r}: "
+                + ", ".join(n.sid for n in exact)
+                + f"; pass {option} with a SID"
             )
-            self._open_audit()
-            self.runner.plan.items.extend(self.saved.items)
-            self.runner.plan.listed = len(self.saved.items)
-            self.runner.verify_calls = True
-            return
-        self._open_audit()
-        if not pipelined:
-            await self.runner.make_plan()
-            return
-        queue: asyncio.Queue[PlanItem | None] = asyncio.Queue()
-        planning = asyncio.create_task(self.runner.make_plan(on_act=queue.put_nowait))
-        writers: asyncio.Task[None] | None = None
-        try:
-            if await self._gate(planning):
-                writers = asyncio.create_task(
-                    self.runner.drain_writes(queue, recheck=False, close_queue=False)
-                )
-            await planning  # raises when the listing failed: no write was started then
-            await self._check_guards()
-        except asyncio.CancelledError:
-            if writers is not None:
-                writers.cancel()
-            raise
-        finally:
-            if not self.aborting:
-                if writers is None:
-                    self.runner.halted = self.runner.halted or "the plan did not complete"
-                    writers = asyncio.create_task(
-                        self.runner.drain_writes(queue, recheck=False, close_queue=False)
-                    )
-                for _ in range(max(1, self.settings.concurrency)):
-                    queue.put_nowait(None)
-                await writers
-
-    async def _gate(self, planning: asyncio.Task[Any]) -> bool:
-        """Pipelined runs: let writes start once the listing is complete and the guards pass.
-
-        The guards see a warm-up sample first (at least WARM_UP decisions, or all of them);
-        the count guard waits for the whole plan when the listing alone could exceed it.
-        They are checked again while writes go on, and a trip stops every further write.
-        """
-        runner = self.runner
-        assert runner is not None
-        listed = asyncio.create_task(runner.listing_done.wait())
-        await asyncio.wait({listed, planning}, return_when=asyncio.FIRST_COMPLETED)
-        listed.cancel()
-        if not runner.listing_done.is_set():
-            return False  # the listing failed or was interrupted: never write
-        while True:
-            done = planning.done()
-            if await self._check_guards():
-                return False
-            warm = runner.live.examined >= min(runner.live.listed, WARM_UP)
-            small = runner.live.listed <= self.settings.limits.max_changes
-            if done or (warm and small):
-                self._watcher = asyncio.create_task(self._watch_guards(planning))
-                return True
-            await asyncio.sleep(0.02)
-
-    async def _watch_guards(self, planning: asyncio.Task[Any]) -> None:
-        while not planning.done():
-            if await self._check_guards():
-                return
-            await asyncio.sleep(0.1)
-
-    async def _check_guards(self) -> bool:
-        runner = self.runner
-        assert runner is not None
-        if runner.halted is not None and self.refused:
-            return True
-        found = refusals(Counts.of(runner.plan.items), self.settings.limits)
-        if found:
-            self.refused = found
-            runner.halted = "refused by a guard: " + "; ".join(found)
-            return True
-        return False
-
-    async def _apply_phase(self, gateway: TwilioGateway) -> None:
-        assert self.runner is not None
-        self.runner.use_gateway(gateway)
-        await self.runner.apply(self.runner.plan.to_close, recheck=True)
+        raise ConfigError(
+            f"no {what} {wanted!r} in workspace {workspace.friendly_name!r}; {_listing(found, what + 's')}"
+        )
 
     # ------------------------------------------------------------ audit
 
@@ -347,155 +326,260 @@ class Run:
         path = s.audit_log
         if path is None and s.writes:
             path = Path(f"stuck-tasks-audit-{s.run_id}.jsonl")
-        if path is None:
-            return
-        self.audit = AuditLog(path)
-        assert self.account is not None and self.workspace is not None
-        self.audit.write(self._header())
+        if path is not None:
+            self.recorder = Recorder(AuditLog(path), dry_run=not s.writes)
+        self.recorder.write(self._header())
 
     def _header(self) -> dict[str, Any]:
         s = self.settings
+        t = self.target
+        c = s.connection
         return {
             "type": "header",
             "run_id": s.run_id,
             "tool_version": __version__,
             "started_at": utcnow().isoformat().replace("+00:00", "Z"),
-            "account_sid": self.account.sid if self.account else self._account_sid(),
-            "account_name": self.account.friendly_name if self.account else None,
-            "workspace_sid": self.workspace.sid if self.workspace else None,
-            "workspace_name": self.workspace.friendly_name if self.workspace else None,
+            "account_sid": t.account_sid if t else c.credentials.account_sid,
+            "account_name": t.account_name if t else None,
+            "workspace_sid": t.workspace_sid if t else None,
+            "workspace_name": t.workspace_name if t else None,
+            "credentials": c.credentials.describe(),
+            "api_key_sid": c.credentials.key_sid,
+            "base_url": c.base_url,
+            "region": c.region,
+            "edge": c.edge,
             "dry_run": not s.writes,
-            "options": s.options,
+            "options": dict(s.options),
         }
-
-    def _decided(self, item: PlanItem) -> None:
-        if not item.decision.acts and self.audit is not None:
-            self.audit.write(task_line(item, at=utcnow(), dry_run=not self.settings.writes))
-
-    def _settled(self, item: PlanItem) -> None:
-        if self.audit is not None:
-            self.audit.write(task_line(item, at=utcnow(), dry_run=not self.settings.writes))
 
     # ------------------------------------------------------------ the whole run
 
-    def execute(self) -> Outcome:
+    def execute(self) -> Question | RunResult:
+        """Up to the question, or to the end. ``ConfigError``/``AuthError`` before anything was
+        examined are raised: one line is then the whole story."""
         s = self.settings
         if s.apply_plan is not None:
             self.saved = planfile.load(s.apply_plan)
-        pipelined = s.assume_yes and s.writes and self.saved is None
-        exit_code: int | None = None
-        error: str | None = None
         try:
-            try:
-                self._phase(lambda gw: self._plan_phase(gw, pipelined=pipelined), "plan")
-            except asyncio.CancelledError:
-                self.interrupted = True
-            if self.refused:
-                exit_code = EXIT_USAGE
-            elif self.runner is not None and not pipelined and not self.interrupted:
-                exit_code = self._after_planning()
-        except (ConfigError, AuthError):
-            raise
-        except StuckTasksError as fatal:
-            if self.runner is None:
-                raise  # nothing was examined: one line is the whole story
-            error, exit_code = str(fatal), EXIT_FATAL  # work was done: the summary must say what
-        finally:
-            document = self._finish(exit_code)
-            if self.audit is not None:
-                self.audit.close()
-        return Outcome(document, document["exit_code"], list(self.refused), error)
-
-    def _after_planning(self) -> int | None:
-        """Show the plan, check the guards, save or confirm, then apply."""
-        runner = self.runner
-        assert runner is not None
-        s = self.settings
-        assert self.account is not None and self.workspace is not None
-        target = (
-            f"workspace {self.workspace.friendly_name!r} ({self.workspace.sid}) of account "
-            f"{self.account.friendly_name!r} ({self.account.sid})"
-        )
-        self.ui.show_plan(render_plan(runner.plan.items, now=utcnow(), target=target))
-        found = refusals(Counts.of(runner.plan.items), s.limits) if s.writes else []
-        if found:
-            self.refused = found
-            return EXIT_USAGE
-        if s.save_plan is not None:
-            assert self.account is not None and self.workspace is not None
-            planfile.save(
-                s.save_plan,
-                planfile.SavedPlan(
-                    run_id=s.run_id,
-                    created_at=utcnow(),
-                    account_sid=self.account.sid,
-                    workspace_sid=self.workspace.sid,
-                    workspace_name=self.workspace.friendly_name,
-                    grace_seconds=s.grace.total_seconds(),
-                    items=runner.plan.items,
-                ),
-            )
-            self.ui.info(f"Plan saved to {s.save_plan}; apply it with --apply-plan {s.save_plan}")
-            return None
-        if s.dry_run or not runner.plan.to_close:
-            return None
-        if not self._confirmed(len(runner.plan.to_close)):
-            return None
-        try:
-            self._phase(self._apply_phase, "apply")
+            self._phase(self._connect)
         except asyncio.CancelledError:
-            self.interrupted = True
-        return None
-
-    def _confirmed(self, count: int) -> bool:
-        assert self.account is not None and self.workspace is not None
-        if self.settings.assume_yes:
-            return True
-        if not self.ui.can_ask():
-            raise ConfigError(
-                "standard input is not a terminal, so there is no one to confirm: "
-                "re-run with --yes to apply this plan, or with --dry-run to only preview it"
+            self.stop.interrupt()
+        if self.stop.requested or self.target is None:
+            if self.stop.error is not None:
+                raise self.stop.error
+            raise KeyboardInterrupt
+        if self.saved is not None:
+            planfile.check_applicable(
+                self.saved,
+                account_sid=self.target.account_sid,
+                workspace_sid=self.target.workspace_sid,
+                max_age=s.max_plan_age,
+                now=utcnow,
             )
-        question = (
-            f"Close {count} tasks in workspace {self.workspace.friendly_name!r} ({self.workspace.sid}) "
-            f"of account {self.account.friendly_name!r} ({self.account.sid})?"
-        )
-        if self.ui.confirm(question):
-            return True
-        self.ui.info("Nothing was changed.")
-        return False
+        self._open_audit()
+        if self.saved is not None:
+            self._plan = Plan(self.saved.cases, len(self.saved.cases), complete=True)
+            self.recorder.planned(len(self.saved.cases))
+            if s.assume_yes or not self.saved.cases:
+                return self._apply(self.saved.cases, evidence=True)
+            return self._question(self.saved.cases)
+        if s.assume_yes and s.writes:
+            ran = self._phase(self._pipeline().plan_and_apply)
+            self._ran.append(ran)
+            self._plan = ran.plan
+            self._refusals = ran.halted
+            return self.finish()
+        ran = self._phase(self._pipeline().plan)
+        self._ran.append(ran)
+        self._plan = ran.plan
+        refusals = tuple(ran.plan.refusals(s.limits)) if ran.plan.complete else ()
+        self._refusals = refusals
+        if self.stop.requested or ran.crash or ran.aborted:
+            return self.finish()
+        if s.save_plan is not None:
+            self._save(ran.plan)
+            return self.finish()
+        if s.dry_run or not ran.plan.to_close or refusals:
+            return self.finish()
+        return self._question(ran.plan.to_close)
 
-    def _finish(self, exit_code: int | None) -> dict[str, Any]:
-        items = self.runner.plan.items if self.runner else []
-        now = utcnow()
-        lines = []
-        for item in items:
-            line = task_line(item, at=now, dry_run=not self.settings.writes)
-            if item.decision.acts and item.result is None and self.audit is not None:
-                self.audit.write(line)
-            lines.append(line)
-        in_flight = self.aborted_in_flight
+    def _question(self, cases: tuple[Case, ...]) -> Question:
+        assert self.target is not None
+        t = self.target
+        account = f"{t.account_name!r} ({t.account_sid})" if t.account_name else t.account_sid
+        return Question(
+            text=(
+                f"Close {len(cases)} tasks in workspace {t.workspace_name!r} ({t.workspace_sid}) "
+                f"of account {account}?"
+            ),
+            plan=cases,
+            target=t,
+            refusals=self._refusals,
+        )
+
+    def answer(self, answer: Answer) -> RunResult:
+        """Carry on after the question."""
+        assert self._plan is not None
+        if answer is Answer.YES:
+            return self._apply(self._plan.to_close, evidence=self.saved is not None)
+        self._ending = "declined" if answer is Answer.NO else "interrupted"
+        return self.finish()
+
+    def _apply(self, cases: tuple[Case, ...], *, evidence: bool) -> RunResult:
+        pipeline = self._pipeline()
+        ran = self._phase(lambda: pipeline.apply(cases, recheck_evidence=evidence))
+        self._ran.append(ran)
+        return self.finish()
+
+    def _save(self, plan: Plan) -> None:
+        s = self.settings
+        assert s.save_plan is not None and self.target is not None
+        planfile.save(
+            s.save_plan,
+            planfile.SavedPlan(
+                run_id=s.run_id,
+                created_at=utcnow(),
+                account_sid=self.target.account_sid,
+                workspace_sid=self.target.workspace_sid,
+                workspace_name=self.target.workspace_name,
+                grace_seconds=s.grace.total_seconds(),
+                cases=plan.to_close,
+            ),
+        )
+        self.display.notice(
+            f"Plan saved to {s.save_plan}; apply it with --apply-plan {s.save_plan}"
+        )
+
+    # ------------------------------------------------------------ the end
+
+    def finish(self) -> RunResult:
+        """Record what never settled, decide the status and exit code, write the footer."""
+        s = self.settings
+        plan = self._plan or Plan()
+        results: dict[str, ApplyResult] = {}
+        in_flight: list[str] = []
+        crash = None
+        aborted = False
+        for ran in self._ran:
+            results.update(ran.results)
+            in_flight.extend(ran.in_flight)
+            crash = crash or ran.crash
+            aborted = aborted or ran.aborted
+        cut = {sid: c for c in plan.to_close if (sid := c.sid) in in_flight}
+        for sid, case in cut.items():
+            result = ApplyResult(
+                Outcome.UNKNOWN,
+                "in-flight-at-abort",
+                "the write was in flight when the run was cut short",
+            )
+            results[sid] = result
+            self._safely(lambda c=case, r=result: self.recorder.settled(c, r))  # type: ignore[misc]
+        status, code, messages = self._status(crash=crash, aborted=aborted)
+        why = {
+            "declined": "declined",
+            "interrupted": "interrupted",
+            "refused": "guard-refused",
+        }.get(status, "dry-run" if not s.writes else "not-applied")
+        if status == "error":
+            why = "stopped-by-error"
+        unsettled = [c for c in plan.to_close if c.sid not in results]
+        self._safely(lambda: self.recorder.unsettled(unsettled, why=why))
+        tally = self.recorder.tally
+        if tally.unsettled and status == "done":
+            status, code = "partial", EXIT_PARTIAL
+        if status == "dry-run" and s.options.get("detailed_exitcode") and tally.to_close:
+            code = EXIT_STUCK_FOUND
+        tasks = None
+        if s.task_sids:
+            tasks = [case_data(c, results.get(c.sid)) for c in plan.cases]
+        elif not s.writes:
+            tasks = [case_data(c) for c in plan.to_close]
+        log = self.recorder.log
         document = summary_document(
             self._header(),
-            lines,
+            tally,
+            status=status,
+            exit_code=code,
             metrics=self.metrics.as_dict(),
-            elapsed=time.monotonic() - self.started,
-            interrupted=self.interrupted,
-            exit_code=EXIT_INTERRUPTED if self.interrupted else exit_code,
-            audit_log=str(self.audit.path) if self.audit else None,
+            elapsed=self.active_seconds(),
+            audit_log=str(log.path) if log is not None else None,
             in_flight=in_flight,
+            not_logged=self.recorder.not_logged,
+            refusals=self._refusals,
+            error=messages[0] if messages and status == "error" else None,
+            tasks=tasks,
         )
-        if self.audit is not None:
-            self.audit.write({"type": "footer", **document})
-        return document
+        self._safely(lambda: self.recorder.write({"type": "footer", **document}))
+        if log is not None:
+            log.close()
+        if self.recorder.audit_failed:
+            messages = (
+                *messages,
+                "the audit log is incomplete: the summary below lists what it misses",
+            )
+        return RunResult(
+            document=document,
+            exit_code=code,
+            messages=messages,
+            plan=plan.to_close if not s.writes and not s.task_sids else None,
+            explain=plan.cases if s.task_sids else None,
+            results=results,
+            target=self.target,
+        )
+
+    def _safely(self, write: Callable[[], None]) -> None:
+        with contextlib.suppress(StuckTasksError):  # the recorder keeps what the log missed
+            write()
+
+    def _status(self, *, crash: str | None, aborted: bool) -> tuple[str, int, tuple[str, ...]]:
+        stop = self.stop
+        if crash is not None:
+            return "error", EXIT_FATAL, (f"internal error, the run was stopped: {crash}",)
+        if self._ending == "interrupted" or stop.reason is StopReason.INTERRUPTED:
+            return "interrupted", EXIT_INTERRUPTED, ()
+        if stop.error is not None:
+            return "error", *self._fatal(stop.error)
+        if aborted:
+            return (
+                "error",
+                EXIT_FATAL,
+                ("the run was cut short: work was still going long after it stopped",),
+            )
+        if self._refusals and self.settings.writes:
+            return "refused", EXIT_USAGE, tuple(f"refused: {r}" for r in self._refusals)
+        if self._ending == "declined":
+            return "declined", EXIT_OK, ()
+        if not self.settings.writes:
+            return "dry-run", EXIT_OK, ()
+        return "done", EXIT_OK, ()
+
+    def _fatal(self, error: StuckTasksError) -> tuple[int, tuple[str, ...]]:
+        if isinstance(error, PermissionDenied):
+            needed = PERMISSIONS.get(error.kind)
+            grant = (
+                f"grant it {needed}"
+                if needed
+                else "no Restricted-key permission grants it: use a Standard API key"
+            )
+            what = error.kind.replace("_", " ") or "a request"
+            return EXIT_USAGE, (
+                f"the API key may not {what} (HTTP 403, error 70051): {grant} "
+                "(README: minimal permissions); the run stopped at the first refusal",
+            )
+        if isinstance(error, AuthError):
+            return EXIT_USAGE, (
+                f"Twilio stopped accepting the credentials after {self.metrics.total} requests "
+                f"(HTTP {error.status}, error {error.code}): they were revoked or changed; the "
+                "run stopped at once",
+            )
+        if isinstance(error, ConfigError):
+            return EXIT_USAGE, (str(error),)
+        return EXIT_FATAL, (describe(error),)
 
 
-def _is_sid(value: str, prefix: str) -> bool:
-    return len(value) == 34 and value.startswith(prefix)
-
-
-def _listing(workspaces: list[Named]) -> str:
-    if not workspaces:
-        return "the account has no TaskRouter workspace"
-    names = ", ".join(f"{w.friendly_name!r} ({w.sid})" for w in workspaces)
-    return f"the account's workspaces: {names}"
+def _listing(items: list[Named] | list[Workspace], what: str) -> str:
+    if not items:
+        return f"there are no {what}"
+    names = ", ".join(f"{w.friendly_name!r} ({w.sid})" for w in items[:20])
+    more = f" and {len(items) - 20} more" if len(items) > 20 else ""
+    return f"the {what}: {names}{more}"

@@ -1,19 +1,32 @@
-"""The click layer: options, .env, validation, wiring, rendering, exit codes."""
+"""The click layer: options, ``.env``, profiles, validation, the question, rendering, exit codes.
+
+Everything here is about the person at the terminal; the run itself is ``app.Run``, which this
+module drives (``execute()``, then ``answer()`` after the question) and whose result it renders.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import logging
 import os
+import platform
 import re
 import secrets
+import shutil
+import signal
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
-from dotenv import find_dotenv, load_dotenv
+from click.core import ParameterSource
+from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from . import __version__
@@ -22,30 +35,96 @@ from .report import (
     EXIT_FATAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    Display,
+    clean,
+    render_explain,
+    render_plan,
     render_summary,
     summary_document,
+    utcnow,
 )
 
 DEFAULT_REASON = "Orchestration issue: closed stuck voice Task."
 DEFAULT_CONCURRENCY = 25
+SANDBOX_SOURCE = "the sandbox (an emulated Twilio on this machine)"
 
 EPILOG = """\b
 Exit codes:
-  0    done (a dry run, nothing to do, or every planned task settled)
-  1    fatal error (the API failed past all retries, unexpected answers)
-  2    usage or configuration error, refused by a guard, no terminal to confirm
-  3    finished, but some tasks failed (see the summary and the audit log)
-  130  interrupted (Ctrl-C or SIGTERM); the summary says what was done
+  0    done (a dry run, nothing to do, declined, or every planned task settled)
+  1    fatal error (the API failed past all retries or the deadline, unexpected answers,
+       the audit log could not be written)
+  2    usage or configuration: bad option, credentials refused or revoked, a missing
+       permission, wrong account, refused by a guard, no terminal to confirm
+  3    finished, but some tasks failed or their outcome is unknown (see the summary)
+  4    with --detailed-exitcode: a dry run found stuck tasks
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP); the summary says what was done
 
 \b
 Examples:
   stuck-tasks --sandbox                 try it against a local emulated Twilio
-  stuck-tasks --dry-run                 preview what would be closed, and why
+  stuck-tasks -p prod --dry-run         preview with a twilio-cli profile
   stuck-tasks                           show the plan, ask, then apply it
+  stuck-tasks --task WT... --dry-run    explain one task, step by step
   stuck-tasks --yes --json | jq .closed   unattended, machine-readable
 """
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+# --help groups (click has no option groups of its own; this is the whole helper).
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "Credentials",
+        (
+            "profile",
+            "env_file",
+            "account_sid",
+            "auth_token",
+            "api_key",
+            "api_secret",
+            "region",
+            "edge",
+        ),
+    ),
+    ("Scope", ("workspace", "task_queue", "workflow", "task_sids", "limit", "channels")),
+    ("Rules", ("grace", "include_wrapping", "wrapping_older_than", "reason")),
+    (
+        "Safety",
+        (
+            "dry_run",
+            "assume_yes",
+            "save_plan",
+            "apply_plan",
+            "max_plan_age",
+            "max_changes",
+            "max_lookup_failures",
+            "allow_missing_calls",
+            "detailed_exitcode",
+        ),
+    ),
+    ("Speed", ("concurrency", "timeout", "deadline")),
+    ("Output", ("as_json", "quiet", "verbose", "audit_log", "summarize")),
+    ("Sandbox and testing", ("sandbox", "sandbox_tasks", "sandbox_seed", "base_url")),
+)
+
+
+class GroupedCommand(click.Command):
+    """A command whose ``--help`` lists its options under the headings of ``GROUPS``."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {
+            p.name: p.get_help_record(ctx) for p in self.get_params(ctx) if p.name is not None
+        }
+        placed: set[str] = set()
+        for title, names in GROUPS:
+            rows = [records[n] for n in names if records.get(n)]
+            placed.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl([r for r in rows if r is not None])
+        rest = [r for n, r in records.items() if n not in placed and r is not None]
+        if rest:
+            with formatter.section("Other"):
+                formatter.write_dl(rest)
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
@@ -92,12 +171,17 @@ def _channels(value: str) -> frozenset[str]:
 
 
 def _load_env_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """Load ``.env`` below the real environment (flag > environment > .env)."""
-    path = value or find_dotenv(".env", usecwd=True)
-    if not path:
+    """Load ``./.env`` (or ``--env-file``) below the real environment.
+
+    Only the working folder's ``.env`` is read (never a parent's: a stray ``.env`` of another
+    account must not be picked up). ``ctx.meta`` remembers which variables it supplied, so the
+    plan and audit headers can name the credentials' source.
+    """
+    path = Path(value) if value else Path(".env")
+    if value is None and not path.is_file():
         return
     try:
-        with open(path, encoding="utf-8") as stream:
+        with path.open(encoding="utf-8") as stream:
             for binding in parse_stream(stream):
                 if binding.error:
                     raise click.BadParameter(
@@ -106,88 +190,63 @@ def _load_env_file(ctx: click.Context, param: click.Parameter, value: str | None
                         ctx=ctx,
                         param=param,
                     )
+        values = dotenv_values(path)
     except OSError as error:
         raise click.BadParameter(
             f"cannot read {path}: {error.strerror}", ctx=ctx, param=param
         ) from None
     except UnicodeDecodeError:
         raise click.BadParameter(f"{path} is not UTF-8 text", ctx=ctx, param=param) from None
-    load_dotenv(path, override=False)
+    supplied = {}
+    for name, setting in values.items():
+        if setting is not None and name not in os.environ:
+            os.environ[name] = setting
+            supplied[name] = str(path) if value else "./.env"
+    ctx.meta["stuck_tasks.dotenv"] = supplied
 
 
-class ClickUI:
-    """Talks to the person on stderr; the summary alone goes to stdout."""
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:  # noqa: FBT001
+    if not value or ctx.resilient_parsing:
+        return
+    try:
+        from importlib.metadata import version
 
-    def __init__(self, *, quiet: bool, plan_to_stdout: bool) -> None:
-        self.quiet = quiet
-        self.plan_to_stdout = plan_to_stdout
-        self.tty = sys.stderr.isatty()
-        self._last_plain = 0.0
-        self._drawn = False
-
-    def info(self, text: str) -> None:
-        if not self.quiet:
-            self.progress_done()
-            click.echo(text, err=True)
-
-    def show_plan(self, text: str) -> None:
-        if self.plan_to_stdout:
-            click.echo(text)
-        else:
-            self.info(text)
-
-    def can_ask(self) -> bool:
-        return sys.stdin.isatty()
-
-    def confirm(self, question: str) -> bool:
-        return click.confirm(question, default=False, err=True)
-
-    def progress(self, live: Any, metrics: Any, *, phase: str) -> None:
-        if self.quiet:
-            return
-        elapsed = max(time.monotonic() - live.started, 1e-6)
-        total = sum(metrics.requests.values())
-        rate = total / elapsed
-        if phase == "plan":
-            line = f"planning: listed {live.listed}, examined {live.examined}, to close {live.to_close}"
-            remaining = live.listed - live.examined + live.to_close - live.settled
-        else:
-            line = f"applying: settled {live.settled}"
-            remaining = live.to_close - live.settled
-        if live.closed:
-            line += f", closed {live.closed}"
-        done = live.examined + live.settled
-        eta = remaining / (done / elapsed) if done else 0.0
-        line += f" | {rate:.0f} req/s | ETA {eta:.0f}s"
-        if self.tty:
-            click.echo("\r\033[K" + line, err=True, nl=False)
-            self._drawn = True
-        elif time.monotonic() - self._last_plain >= 5.0:
-            self._last_plain = time.monotonic()
-            click.echo(line, err=True)
-
-    def progress_done(self) -> None:
-        if self._drawn:
-            click.echo("\r\033[K", err=True, nl=False)
-            self._drawn = False
-
-
-def _run_id() -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+        twilio = version("twilio")
+    except Exception:
+        twilio = "unknown"
+    click.echo(
+        f"stuck-tasks {__version__} (twilio {twilio}, click {version('click')}, "
+        f"Python {platform.python_version()})"
+    )
+    ctx.exit(0)
 
 
 @click.command(
+    cls=GroupedCommand,
     epilog=EPILOG,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, prog_name="stuck-tasks")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the version (with twilio's and Python's) and exit.",
+)
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False),
     is_eager=True,
     expose_value=False,
     callback=_load_env_file,
-    help="Read variables from this file instead of ./.env.",
+    help="Read variables from this file instead of ./.env (only the working folder's).",
+)
+@click.option(
+    "-p",
+    "--profile",
+    metavar="NAME",
+    help="Use this twilio-cli profile (twilio login); a flag beats it, it beats the environment.",
 )
 @click.option(
     "--account-sid",
@@ -224,29 +283,29 @@ def _run_id() -> str:
     show_envvar=True,
     help="Workspace SID (WS...) or friendly name. Default: the account's only workspace.",
 )
-@click.option("--task-queue", help="Only tasks in this queue (WQ... SID or name).")
-@click.option("--workflow", help="Only tasks of this workflow (WW... SID or name).")
+@click.option("--task-queue", help="Only tasks in this queue (WQ... SID or exact name).")
+@click.option("--workflow", help="Only tasks of this workflow (WW... SID or exact name).")
 @click.option(
     "--task",
     "task_sids",
     multiple=True,
     callback=_sid("WT", "a task SID"),
-    help="Check just this task (repeatable), with a per-task explanation.",
+    help="Check just this task (repeatable), explained step by step.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Examine at most N open tasks.")
-@click.option(
-    "--grace",
-    type=Duration(),
-    default="2m",
-    show_default=True,
-    help="How long a call must have been over before its task is closed.",
-)
 @click.option(
     "--channels",
     default="voice",
     show_default=True,
     callback=lambda ctx, param, value: _channels(value),
     help="Which tasks to clean: voice, or voice,messaging (Flex Conversations, via the Interactions API).",
+)
+@click.option(
+    "--grace",
+    type=Duration(),
+    default="2m",
+    show_default=True,
+    help="How long a call must have been over (on Twilio's clock) before its task is closed.",
 )
 @click.option(
     "--include-wrapping",
@@ -257,27 +316,6 @@ def _run_id() -> str:
     "--wrapping-older-than",
     type=Duration(),
     help="With --include-wrapping: complete wrap-ups older than this (from the call's end).",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1, max=1000),
-    default=DEFAULT_CONCURRENCY,
-    show_default=True,
-    help="Most requests in flight; lowered automatically on 429.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1, max=600),
-    default=15.0,
-    show_default=True,
-    help="Connect and read timeout of each request, in seconds.",
-)
-@click.option(
-    "--deadline",
-    type=Duration(),
-    default="30m",
-    show_default=True,
-    help="Give up retrying once the whole run has taken this long.",
 )
 @click.option(
     "--reason",
@@ -292,15 +330,6 @@ def _run_id() -> str:
     "assume_yes",
     is_flag=True,
     help="Apply without asking (closing may overlap planning).",
-)
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON document instead of the summary."
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress or plan on stderr.")
-@click.option(
-    "--audit-log",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the JSON Lines audit log here (default: ./stuck-tasks-audit-RUN.jsonl).",
 )
 @click.option(
     "--save-plan",
@@ -339,6 +368,44 @@ def _run_id() -> str:
     help="Do not refuse when nearly every call lookup is a 404 (wrong account?).",
 )
 @click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="With --dry-run: exit 4 when stuck tasks were found, 0 when none (for monitoring).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=1000),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Most requests in flight; lowered automatically on 429.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1, max=600),
+    default=15.0,
+    show_default=True,
+    help="The longest one request may take, answer included, in seconds.",
+)
+@click.option(
+    "--deadline",
+    type=Duration(),
+    default="30m",
+    show_default=True,
+    help="Stop the run once it has taken this long (in-flight writes settle).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document instead of the summary."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress or plan on stderr.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="One line per request on stderr (never a secret)."
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON Lines audit log here (default: ./stuck-tasks-audit-RUN.jsonl).",
+)
+@click.option(
     "--summarize",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Re-print the summary of a past run from its audit log; needs no credentials.",
@@ -354,129 +421,145 @@ def _run_id() -> str:
     help="How many tasks the sandbox seeds.",
 )
 @click.option(
+    "--sandbox-seed",
+    type=click.IntRange(min=0),
+    help="Seed the sandbox so its SIDs are the same each time (rehearse --task, saved plans).",
+)
+@click.option(
     "--base-url",
     envvar="STUCK_TASKS_BASE_URL",
     show_envvar=True,
-    help="Send every request to this scheme://host[:port] instead of twilio.com (an emulator or proxy).",
+    help="Send every request to this https:// (or loopback http://) address instead of twilio.com.",
 )
 def cli(**options: Any) -> None:
-    """Close TaskRouter tasks left pending, reserved or assigned after their voice call ended.
+    """Close TaskRouter tasks left pending, reserved or assigned after their call ended.
 
-    A task is closed only on proof: it is a voice task, its call is over (completed, busy,
-    failed, no-answer or canceled) and has been for --grace. Pending and reserved tasks are
-    canceled, assigned ones completed, each with If-Match so a task that changed is left alone.
+    A task is closed only on proof: its call (or conference) is over, and has been for --grace
+    on Twilio's clock. Pending and reserved tasks are canceled, assigned ones completed, each
+    with If-Match so a task that changed is left alone. The plan is shown first and the
+    question defaults to No.
     """
     ctx = click.get_current_context()
-    code = _main(options)
-    ctx.exit(code)
+    _check_combinations(ctx, options)
+    ctx.exit(_main(ctx, options))
 
 
-def _main(options: dict[str, Any]) -> int:
-    from .app import Run  # imported here: keeps --help fast
+# ------------------------------------------------------------------ option rules
 
-    if options["summarize"] is not None:
-        return _summarize(options["summarize"], as_json=options["as_json"])
-    sandbox = None
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+
+def _check_combinations(ctx: click.Context, o: dict[str, Any]) -> None:
+    """Options that cannot go together are click usage errors (exit 2, nothing sent)."""
+
+    def refuse(message: str) -> NoReturn:
+        raise click.UsageError(message, ctx=ctx)
+
+    if o["summarize"] is not None:
+        extra = [
+            f"--{n.replace('_', '-')}"
+            for n in ctx.params
+            if n not in ("summarize", "as_json", "quiet", "verbose")
+            and ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE
+        ]
+        if extra:
+            refuse(f"--summarize reads a past run's log; it does not go with {', '.join(extra)}")
+    if o["task_sids"]:
+        for name in ("task_queue", "workflow", "limit"):
+            if _given(ctx, name):
+                refuse(f"--task checks exactly the tasks named; drop --{name.replace('_', '-')}")
+    if o["apply_plan"] is not None:
+        for name in ("task_sids", "dry_run", "save_plan", "task_queue", "workflow", "limit"):
+            if o[name]:
+                refuse(
+                    "--apply-plan acts on the saved plan's tasks; drop "
+                    f"--{name.replace('_', '-').replace('task-sids', 'task')}"
+                )
+    if o["include_wrapping"] != (o["wrapping_older_than"] is not None):
+        refuse(
+            "--include-wrapping and --wrapping-older-than go together, e.g. "
+            "--include-wrapping --wrapping-older-than 30m (there is no default duration)"
+        )
+    if o["detailed_exitcode"] and not (o["dry_run"] or o["save_plan"]):
+        refuse("--detailed-exitcode is for checks: use it with --dry-run (or --save-plan)")
+    if o["sandbox_seed"] is not None and not o["sandbox"]:
+        refuse("--sandbox-seed seeds the sandbox: add --sandbox")
+    if o["sandbox"]:
+        for name in ("profile", "base_url", "account_sid", "auth_token", "api_key", "api_secret"):
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                refuse(f"--sandbox brings its own account; drop --{name.replace('_', '-')}")
+
+
+def _base_url(value: str | None) -> str | None:
+    """Credentials go only to Twilio or to an emulator on this machine."""
+    if not value:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise ConfigError("--base-url must not hold credentials (user:password@); nothing was sent")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(
+            f"--base-url must look like https://host[:port] or http://127.0.0.1:PORT, not {clean(value)!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("--base-url takes no query or fragment")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ConfigError(
+            f"--base-url {clean(value)} would send the credentials unencrypted to another machine: "
+            "use https://, or http:// only on a loopback address (127.0.0.1, ::1, localhost); "
+            "nothing was sent"
+        )
     try:
-        if options["sandbox"]:
-            sandbox = _start_sandbox(options)
-        settings = _settings(options)
-        ui = ClickUI(
-            quiet=options["quiet"], plan_to_stdout=options["dry_run"] and not options["as_json"]
-        )
-        outcome = Run(settings, ui).execute()
-    except AuthError as error:
-        _fail(
-            f"Twilio rejected the credentials (HTTP {error.status}, error {error.code}): check the account SID and token or API key/secret, and the region",
-            EXIT_USAGE,
-        )
-        return EXIT_USAGE
-    except ConfigError as error:
-        _fail(str(error), EXIT_USAGE)
-        return EXIT_USAGE
-    except StuckTasksError as error:
-        _fail(str(error), EXIT_FATAL)
-        return EXIT_FATAL
-    except KeyboardInterrupt:
-        _fail("interrupted; nothing was changed", EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
-    for line in outcome.refusals:
-        _fail(f"refused: {line}", EXIT_USAGE)
-    if outcome.error is not None:
-        _fail(outcome.error, EXIT_FATAL)
-    _render(outcome.document, as_json=options["as_json"])
-    return outcome.exit_code
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"--base-url has an invalid port: {clean(value)!r}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}"
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
-
-
-def _render(document: dict[str, Any], *, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(document, sort_keys=True, indent=2))
-    else:
-        click.echo(render_summary(document))
-
-
-def _summarize(path: Path, *, as_json: bool) -> int:
-    from .audit import read_audit
-
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
     try:
-        header, lines, footer = read_audit(path)
-    except ConfigError as error:
-        _fail(str(error), EXIT_USAGE)
-        return EXIT_USAGE
-    document = summary_document(
-        header,
-        lines,
-        metrics=footer.get("api") if footer else None,
-        elapsed=footer.get("elapsed_seconds") if footer else None,
-        interrupted=footer.get("status") == "interrupted" if footer else True,
-        exit_code=footer.get("exit_code") if footer else None,
-        audit_log=str(path),
-        in_flight=footer.get("updates_in_flight", ()) if footer else (),
-    )
-    if footer is None:
-        click.echo("Note: the log has no footer; the run ended before it finished.", err=True)
-    _render(document, as_json=as_json)
-    return 0
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def _start_sandbox(options: dict[str, Any]) -> Any:
-    from .emulator import sandbox_world
+# ------------------------------------------------------------------ credentials
 
-    emulator, world = sandbox_world(n_tasks=options["sandbox_tasks"])
-    base_url = emulator.start()
-    options.update(
-        account_sid=world.account_sid,
-        auth_token=world.auth_token,
-        api_key=None,
-        api_secret=None,
-        workspace=world.workspace_sid,
-        base_url=base_url,
-        region=None,
-        edge=None,
-    )
-    if not options["quiet"]:
-        click.echo(
-            f"Sandbox: an emulated Twilio at {base_url} with a seeded outage "
-            f"({options['sandbox_tasks']} tasks). No real account is touched.",
-            err=True,
+
+def _source_of(ctx: click.Context, name: str, variable: str) -> str:
+    source = ctx.get_parameter_source(name)
+    if source is ParameterSource.COMMANDLINE:
+        return "flags"
+    supplied: Mapping[str, str] = ctx.meta.get("stuck_tasks.dotenv", {})
+    if variable in supplied:
+        return supplied[variable]
+    return "the environment"
+
+
+def _credentials(ctx: click.Context, o: dict[str, Any]) -> Any:
+    from .settings import Credentials
+
+    if o.get("_sandbox_credentials") is not None:
+        return o["_sandbox_credentials"]
+    flags = {
+        n
+        for n in ("account_sid", "auth_token", "api_key", "api_secret")
+        if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE
+    }
+    if o["profile"] is not None and not flags:
+        from .profiles import read_profile
+
+        profile = read_profile(o["profile"])
+        return Credentials(
+            profile.api_key, profile.api_secret, profile.account_sid, source=profile.describe()
         )
-    return emulator
-
-
-def _settings(options: dict[str, Any]) -> Any:
-    from .app import Settings
-    from .gateway import Connection, Credentials
-    from .guards import Limits
-
-    account_sid = options["account_sid"]
-    api_key, api_secret, token = options["api_key"], options["api_secret"], options["auth_token"]
+    account_sid = o["account_sid"]
+    api_key, api_secret, token = o["api_key"], o["api_secret"], o["auth_token"]
     if api_key or api_secret:
         if not (api_key and api_secret):
             raise ConfigError("an API key needs both TWILIO_API_KEY and TWILIO_API_SECRET")
@@ -485,31 +568,53 @@ def _settings(options: dict[str, Any]) -> Any:
                 "an API key needs the account SID too: set TWILIO_ACCOUNT_SID (AC...) "
                 "or pass --account-sid"
             )
-        credentials = Credentials(api_key, api_secret, account_sid)
-    elif account_sid and token:
-        credentials = Credentials(account_sid, token, account_sid)
-    else:
+        sources = {_source_of(ctx, "api_secret", "TWILIO_API_SECRET")}
+        sources.add(_source_of(ctx, "account_sid", "TWILIO_ACCOUNT_SID"))
+        return Credentials(api_key, api_secret, account_sid, source=" and ".join(sorted(sources)))
+    if account_sid and token:
+        sources = {
+            _source_of(ctx, "auth_token", "TWILIO_AUTH_TOKEN"),
+            _source_of(ctx, "account_sid", "TWILIO_ACCOUNT_SID"),
+        }
+        return Credentials(account_sid, token, account_sid, source=" and ".join(sorted(sources)))
+    raise ConfigError(
+        "no Twilio credentials: set TWILIO_ACCOUNT_SID with TWILIO_API_KEY and TWILIO_API_SECRET "
+        "(or TWILIO_AUTH_TOKEN) in the environment or ./.env, name a twilio-cli profile with "
+        "-p, or try it with --sandbox"
+    )
+
+
+def _region_edge(ctx: click.Context, o: dict[str, Any]) -> tuple[str | None, str | None]:
+    region, edge = o["region"], o["edge"]
+    if o["profile"] is not None and o.get("_sandbox_credentials") is None:
+        from .profiles import read_profile
+
+        profile = read_profile(o["profile"])
+        if ctx.get_parameter_source("region") is not ParameterSource.COMMANDLINE:
+            region = profile.region or region
+        if ctx.get_parameter_source("edge") is not ParameterSource.COMMANDLINE:
+            edge = profile.edge or edge
+    if bool(region) != bool(edge):
         raise ConfigError(
-            "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN "
-            "(or TWILIO_API_KEY and TWILIO_API_SECRET with TWILIO_ACCOUNT_SID) in the "
-            "environment or ./.env, or try it with --sandbox"
+            "set --region and --edge together (TWILIO_REGION and TWILIO_EDGE, or both in the "
+            "profile), e.g. ie1 and dublin: Twilio retired region-only hostnames"
         )
-    if options["save_plan"] and options["apply_plan"]:
-        raise ConfigError("--save-plan and --apply-plan do not go together: save first, then apply")
-    if options["apply_plan"] and (options["task_sids"] or options["dry_run"]):
-        raise ConfigError("--apply-plan acts on the saved plan's tasks; drop --task and --dry-run")
-    if options["include_wrapping"] != (options["wrapping_older_than"] is not None):
-        raise ConfigError(
-            "--include-wrapping and --wrapping-older-than go together, e.g. "
-            "--include-wrapping --wrapping-older-than 30m (there is no default duration)"
-        )
-    if bool(options["region"]) != bool(options["edge"]):
-        raise ConfigError(
-            "set --region and --edge together (TWILIO_REGION and TWILIO_EDGE), e.g. ie1 and dublin"
-        )
-    base_url = options["base_url"]
-    if base_url and not re.match(r"^https?://[^/\s]+/?$", base_url):
-        raise ConfigError(f"--base-url must look like http://127.0.0.1:8080, not {base_url!r}")
+    for value in (region, edge):
+        if value and not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?", value):
+            raise ConfigError(f"{clean(value)!r} is not a Twilio region or edge name")
+    return region, edge
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
+    from .guards import Limits
+    from .settings import Connection, Settings
+
+    credentials = _credentials(ctx, options)
+    region, edge = _region_edge(ctx, options)
+    base_url = _base_url(options["base_url"])
     shown = {
         k: (
             sorted(v)
@@ -519,13 +624,13 @@ def _settings(options: dict[str, Any]) -> Any:
             else v
         )
         for k, v in options.items()
-        if k not in {"auth_token", "api_secret"}
+        if k not in {"auth_token", "api_secret", "_sandbox_credentials"}
     }
     return Settings(
         connection=Connection(
             credentials=credentials,
-            region=options["region"],
-            edge=options["edge"],
+            region=region,
+            edge=edge,
             base_url=base_url,
             timeout=options["timeout"],
             pool_size=options["concurrency"],
@@ -534,7 +639,7 @@ def _settings(options: dict[str, Any]) -> Any:
         workspace=options["workspace"],
         task_queue=options["task_queue"],
         workflow=options["workflow"],
-        task_sids=tuple(options["task_sids"]),
+        task_sids=tuple(dict.fromkeys(options["task_sids"])),
         limit=options["limit"],
         grace=options["grace"],
         messaging="messaging" in options["channels"],
@@ -557,7 +662,253 @@ def _settings(options: dict[str, Any]) -> Any:
     )
 
 
+def _run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+class _Out:
+    """stdout that a closed pipe (``| head``) cannot break: the run's outcome never changes."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def echo(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            click.echo(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.broken = True
+            # Point stdout at /dev/null so the interpreter's final flush does not fail too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            finally:
+                os.close(devnull)
+
+
+def _err(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # the terminal is gone: the log has it
+        click.echo(f"Error: {clean(message)}", err=True)
+
+
+def _width(stream: Any) -> int | None:
+    try:
+        if stream.isatty():
+            return max(40, shutil.get_terminal_size((80, 24)).columns)
+    except (AttributeError, ValueError, OSError):
+        pass
+    return None
+
+
+def _main(ctx: click.Context, options: dict[str, Any]) -> int:
+    if options["summarize"] is not None:
+        return _summarize(options["summarize"], as_json=options["as_json"])
+    out = _Out()
+    if options["verbose"]:
+        _verbose()
+    stdin_tty = sys.stdin.isatty()
+    interactive = not (options["assume_yes"] or options["dry_run"] or options["save_plan"])
+    if interactive and not stdin_tty:
+        _err(
+            "standard input is not a terminal, so there is no one to confirm: re-run with "
+            "--yes to apply the plan, or with --dry-run to only preview it; nothing was changed"
+        )
+        return EXIT_USAGE
+    sandbox = None
+    stderr_width = _width(sys.stderr)
+    display = Display(
+        sys.stderr,
+        quiet=options["quiet"],
+        tty=stderr_width is not None and not options["verbose"],
+        width=stderr_width,
+    )
+    try:
+        if options["sandbox"]:
+            sandbox = _start_sandbox(options, display)
+        settings = _settings(ctx, options)
+        from .app import Question, Run
+
+        run = Run(settings, display)
+        step = run.execute()
+        if isinstance(step, Question):
+            display.show(
+                render_plan(
+                    step.plan,
+                    now=utcnow(),
+                    target=step.target,
+                    width=stderr_width,
+                    refusals=step.refusals,
+                )
+            )
+            step = run.answer(_ask(step.text))
+    except AuthError as error:
+        _err(
+            f"Twilio refused the credentials (HTTP {error.status}, error {error.code}): check the "
+            "account SID and the token or API key and secret, and the region; nothing was changed"
+        )
+        return EXIT_USAGE
+    except ConfigError as error:
+        _err(str(error))
+        return EXIT_USAGE
+    except StuckTasksError as error:
+        _err(f"{error}; nothing was changed")
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        _err("interrupted; nothing was changed")
+        return EXIT_INTERRUPTED
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+    for message in step.messages:
+        _err(message)
+    _render(step, out, as_json=options["as_json"])
+    return step.exit_code
+
+
+def _ask(question: str) -> Any:
+    from .app import Answer
+
+    try:
+        return Answer.YES if click.confirm(question, default=False, err=True) else Answer.NO
+    except (click.Abort, KeyboardInterrupt, EOFError):
+        return Answer.INTERRUPTED
+
+
+def _render(result: Any, out: _Out, *, as_json: bool) -> None:
+    if as_json:
+        out.echo(json.dumps(result.document, sort_keys=True, indent=2))
+        return
+    width = _width(sys.stdout)
+    if result.explain is not None:
+        out.echo(render_explain(result.explain, result.results, width=width))
+        out.echo("")
+    elif (
+        result.plan is not None
+        and result.target is not None
+        and result.document["status"] == "dry-run"
+    ):
+        out.echo(
+            render_plan(
+                result.plan,
+                now=utcnow(),
+                target=result.target,
+                width=width,
+                refusals=result.document["guards"]["refusals"],
+            )
+        )
+    out.echo(render_summary(result.document, width=width))
+
+
+def _verbose() -> None:
+    logger = logging.getLogger("stuck_tasks.http")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _summarize(path: Path, *, as_json: bool) -> int:
+    from .audit import read_audit
+    from .report import Tally
+
+    try:
+        header, lines, footer, cut = read_audit(path)
+    except ConfigError as error:
+        _err(str(error))
+        return EXIT_USAGE
+    tally = Tally()
+    for line in lines:
+        tally.add(line)
+    footer = footer or {}
+    status = footer.get("status") or "interrupted"
+    code = footer.get("exit_code")
+    document = summary_document(
+        header,
+        tally,
+        status=status if isinstance(status, str) else "interrupted",
+        exit_code=code if isinstance(code, int) else EXIT_INTERRUPTED,
+        metrics=footer.get("api") if isinstance(footer.get("api"), dict) else None,
+        elapsed=footer.get("elapsed_seconds")
+        if isinstance(footer.get("elapsed_seconds"), int | float)
+        else None,
+        audit_log=str(path),
+        in_flight=_strings(footer.get("updates_in_flight")),
+        not_logged=_strings(footer.get("not_in_audit_log")),
+        refusals=_strings(
+            footer.get("guards", {}).get("refusals")
+            if isinstance(footer.get("guards"), dict)
+            else None
+        ),
+        error=footer.get("error") if isinstance(footer.get("error"), str) else None,
+    )
+    if not footer:
+        _err_note("the log has no footer; the run ended before it finished")
+    if cut:
+        _err_note("the log's last line was cut off half-way (the disk filled?) and was skipped")
+    _render_summary_only(document, as_json=as_json)
+    return 0
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _err_note(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(f"Note: {message}.", err=True)
+
+
+def _render_summary_only(document: dict[str, Any], *, as_json: bool) -> None:
+    out = _Out()
+    if as_json:
+        out.echo(json.dumps(document, sort_keys=True, indent=2))
+    else:
+        out.echo(render_summary(document, width=_width(sys.stdout)))
+
+
+def _start_sandbox(options: dict[str, Any], display: Display) -> Any:
+    from .emulator import sandbox_world
+    from .settings import Credentials
+
+    seed = options["sandbox_seed"]
+    emulator, world = sandbox_world(n_tasks=options["sandbox_tasks"], seed=seed or 0)
+    base_url = emulator.start()
+    options.update(
+        _sandbox_credentials=Credentials(
+            world.account_sid, world.auth_token, world.account_sid, source=SANDBOX_SOURCE
+        ),
+        profile=None,
+        workspace=world.workspace_sid,
+        base_url=base_url,
+        region=None,
+        edge=None,
+    )
+    display.notice(
+        f"Sandbox: an emulated Twilio at {base_url} with a seeded outage "
+        f"({options['sandbox_tasks']} tasks{f', seed {seed}' if seed is not None else ''}). "
+        "No real account is touched."
+    )
+    return emulator
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    # Outside a phase (at the question, say) SIGTERM and SIGHUP end the run like Ctrl-C does,
+    # so the audit footer is still written; during a phase the run's own handlers take over.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
+    if hasattr(signal, "SIGXFSZ"):
+        # A file-size limit then fails the write (EFBIG) instead of killing the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     cli(prog_name="stuck-tasks")

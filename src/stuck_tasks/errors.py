@@ -4,12 +4,14 @@ Hierarchy::
 
     StuckTasksError              anything the CLI turns into one clear line
     ├── ConfigError              bad or missing configuration; exit 2
-    │   └── GuardRefusal         a blast-radius guard refused the plan; exit 2
-    ├── AuthError                401/403 from Twilio; exit 2
-    ├── NotFound                 404 (task purged, call unknown, workspace unknown)
-    ├── ApiError                 any other Twilio error answer (status, code)
+    ├── ApiError                 any Twilio error answer (status, code, Retry-After)
+    │   ├── AuthError            401/403: credentials refused or not allowed; exit 2
+    │   │   └── PermissionDenied 403/70051: a Restricted API key lacks a permission
+    │   └── NotFound             404 (task purged, call unknown, workspace unknown)
     ├── TransportError           no usable answer: refused, timed out, dropped
-    └── BadResponse              an answer that is not the JSON Twilio sends
+    ├── BadResponse              an answer that is not the JSON Twilio sends, or of the wrong shape
+    ├── DeadlineExceeded         the run's --deadline passed
+    └── AuditFailed              the audit log could not be written (disk full, I/O error)
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ class ConfigError(StuckTasksError):
     """The configuration cannot work (exit code 2)."""
 
 
-class GuardRefusal(ConfigError):
-    """A blast-radius guard refused to apply the plan (exit code 2)."""
-
-
 class ApiError(StuckTasksError):
     """Twilio answered with an error body."""
 
-    def __init__(self, status: int, code: int | None, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: int | None,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        kind: str = "",
+    ) -> None:
         super().__init__(f"HTTP {status}, Twilio error {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+        self.kind = kind  # the request kind ("update_task", "fetch_call", ...)
 
     @property
     def retryable(self) -> bool:
@@ -43,7 +51,11 @@ class ApiError(StuckTasksError):
 
 
 class AuthError(ApiError):
-    """401/403: the credentials are wrong or not allowed."""
+    """401/403: the credentials are wrong, revoked, or not allowed."""
+
+
+class PermissionDenied(AuthError):
+    """403 with Twilio error 70051: a Restricted API key lacks the permission for a request."""
 
 
 class NotFound(ApiError):
@@ -59,8 +71,19 @@ class TransportError(StuckTasksError):
 
 
 class BadResponse(StuckTasksError):
-    """The answer was not Twilio's JSON (a proxy page, a wrong --base-url)."""
+    """The answer was not Twilio's JSON, or not of the shape Twilio documents."""
 
 
 class DeadlineExceeded(StuckTasksError):
     """The run's overall deadline passed before the work settled."""
+
+
+class AuditFailed(StuckTasksError):
+    """The audit log could not be written: no write may start after this."""
+
+
+def describe(error: Exception) -> str:
+    """One line for an error, for details in the plan, the summary and the audit log."""
+    if isinstance(error, ApiError):
+        return f"HTTP {error.status}, error {error.code}: {error.message}"
+    return str(error) or type(error).__name__

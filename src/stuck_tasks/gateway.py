@@ -1,319 +1,116 @@
-"""The only module that imports twilio: one client, one transport, Twilio objects -> our records.
+"""Twilio objects -> our records. With ``transport.py``, the only modules that import twilio.
 
-Every request goes through ``_Transport``, a twilio ``AsyncHttpClient`` on one aiohttp session:
-explicit connect and read timeouts (twilio-python sets none), a connection pool sized to the
-concurrency, the shared ``AdaptiveLimiter``, request counting, and typed errors raised from the
-HTTP answer itself, so a failed list page is as well described as a failed fetch (twilio-python
-raises a bare ``TwilioException`` there). ``base_url`` rewrites scheme and host of every URL,
-next-page URLs included; that is how the emulator and ``--sandbox`` are reached. Nothing else
-differs from a run against twilio.com.
+``TwilioGateway`` implements ``models.Gateway`` on the official library's async client, over
+``transport.Transport``. Every answer is checked for the shape Twilio documents before it
+becomes a record: an answer that is not understood (not JSON, too deep, a field of the wrong
+type, a row that is not an object) is a ``BadResponse``, never a traceback.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
-import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
+from typing import Any, TypeVar
 
-import aiohttp
-from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http import AsyncHttpClient
-from twilio.http.response import Response
 from twilio.rest import Client
 
-from .decide import read_attributes
-from .errors import ApiError, AuthError, BadResponse, NotFound, StuckTasksError, TransportError
+from . import __version__
+from .clock import TwilioClock
+from .decide import is_sid, read_attributes
+from .errors import BadResponse, StuckTasksError
 from .models import (
     CallFacts,
     ChannelFacts,
     ConferenceFacts,
+    Conferences,
     ConversationFacts,
+    Named,
+    ParticipantFacts,
+    Participants,
     Reason,
     Refs,
+    TaskPage,
     TaskRecord,
+    Workspace,
+    Written,
 )
-from .ratecontrol import AdaptiveLimiter, Metrics, retry_after_seconds
+from .pacing import header
+from .ratecontrol import AdaptiveLimiter, Metrics
+from .settings import Connection
+from .transport import Transport
 
-_logger = logging.getLogger("stuck_tasks.http")
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Basic-auth credentials: an account SID and auth token, or an API key and secret."""
-
-    username: str
-    password: str = field(repr=False)
-    account_sid: str
+T = TypeVar("T")
+TASK_STATUSES = frozenset({"pending", "reserved", "assigned", "canceled", "completed", "wrapping"})
 
 
-@dataclass(frozen=True)
-class Connection:
-    """Where and how to reach Twilio."""
-
-    credentials: Credentials
-    region: str | None = None
-    edge: str | None = None
-    base_url: str | None = None
-    timeout: float = 15.0
-    pool_size: int = 20
+def _shape(what: str) -> BadResponse:
+    return BadResponse(f"Twilio's answer ({what}) is not of the shape Twilio documents")
 
 
-@dataclass(frozen=True, slots=True)
-class Named:
-    """A resource known by SID and friendly name (account, workspace)."""
-
-    sid: str
-    friendly_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """The task as the update left it."""
-
-    status: str
-    etag: str | None
+def _text(value: object, what: str, *, optional: bool = True) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _shape(what)
+    return value
 
 
-def _error_from(status: int, text: str, headers: Mapping[str, str]) -> ApiError:
-    code: int | None = None
-    message = text.strip()[:200] or "(empty body)"
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        raw_code = body.get("code")
-        code = raw_code if isinstance(raw_code, int) else None
-        # RFC 9457 bodies (newer Twilio APIs) say "title"/"detail" instead of "message".
-        message = str(body.get("message") or body.get("detail") or body.get("title") or message)
-    cls = ApiError
-    if status in (401, 403):
-        cls = AuthError
-    elif status == 404:
-        cls = NotFound
-    error = cls(status, code, message)
-    error.retry_after = retry_after_seconds(headers)  # type: ignore[attr-defined]
-    return error
+def _sid(value: object, prefix: str, what: str) -> str:
+    if not is_sid(value, prefix):
+        raise _shape(f"{what} SID")
+    assert isinstance(value, str)
+    return value
 
 
-def _basic_auth(username: str, password: str) -> str:
-    token = base64.b64encode(f"{username}:{password}".encode("latin-1")).decode("ascii")
-    return f"Basic {token}"
-
-
-_KINDS = (
-    # (path shape with * for a SID, GET kind, POST kind)
-    ("v1/Workspaces", "list_workspaces", None),
-    ("v1/Workspaces/*", "fetch_workspace", None),
-    ("v1/Workspaces/*/Tasks", "list_tasks", None),
-    ("v1/Workspaces/*/Tasks/*", "fetch_task", "update_task"),
-    ("2010-04-01/Accounts/*", "fetch_account", None),
-    ("2010-04-01/Accounts/*/Calls/*", "fetch_call", None),
-    ("2010-04-01/Accounts/*/Conferences", "list_conferences", None),
-    ("2010-04-01/Accounts/*/Conferences/*", "fetch_conference", None),
-    ("v1/Interactions/*/Channels/*", "fetch_channel", "update_channel"),
-    ("v1/Interactions/*/Channels/*/Participants", "list_participants", None),
-    ("v1/Interactions/*/Channels/*/Participants/*", None, "update_participant"),
-    ("v1/Conversations/*", "fetch_conversation", None),
-)
-
-
-def _kind(method: str, path: str) -> str:
-    parts = [p.removesuffix(".json") for p in path.split("/") if p]
-    for shape, get, post in _KINDS:
-        pattern = shape.split("/")
-        if len(pattern) == len(parts) and all(
-            a in ("*", b) for a, b in zip(pattern, parts, strict=True)
-        ):
-            return (post if method == "POST" else get) or "other"
-    return "other"
-
-
-def _transport_error(exc: BaseException, host: str, timeout: float) -> TransportError:
-    """No answer: say why, and whether the request may have reached Twilio."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc)
-        return TransportError(f"cannot connect to {host}: {reason}", sent=False)
-    if isinstance(exc, asyncio.TimeoutError):
-        return TransportError(f"no answer from {host} within {timeout:g}s", sent=True)
-    return TransportError(f"connection to {host} dropped: {type(exc).__name__}", sent=True)
-
-
-def _pairs(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    """Flatten twilio's params (lists mean repeated keys) into what aiohttp sends."""
-    out: list[tuple[str, str]] = []
-    for key, value in (values or {}).items():
-        items = value if isinstance(value, list | tuple) else [value]
-        out.extend((key, str(item)) for item in items)
-    return out
-
-
-class _Transport(AsyncHttpClient):  # type: ignore[misc]
-    """twilio's async HTTP client seam, with timeouts, pooling, rate control and typed errors."""
-
-    def __init__(self, connection: Connection, limiter: AdaptiveLimiter, metrics: Metrics) -> None:
-        super().__init__(_logger, is_async=True, timeout=connection.timeout)
-        self._connection = connection
-        self._limiter = limiter
-        self._metrics = metrics
-        self._session: aiohttp.ClientSession | None = None
-        base = urlsplit(connection.base_url) if connection.base_url else None
-        self._base = (base.scheme, base.netloc) if base else None
-        self._proxies: dict[tuple[str, str], str | None] = {}
-
-    def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            timeout = self._connection.timeout
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connection.pool_size, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-                ),
-                # Not trust_env: aiohttp would then re-read the environment and ~/.netrc in a
-                # worker thread on every request (most of our CPU per request), and a netrc entry
-                # for the API host would clash with our own Authorization header. Proxies from
-                # HTTPS_PROXY/NO_PROXY are honoured by _proxy_for, once per host.
-                trust_env=False,
-            )
-        return self._session
-
-    def _proxy_for(self, target: str) -> str | None:
-        """The proxy the environment names for ``target`` (like twilio's sync client)."""
-        parts = urlsplit(target)
-        key = (parts.scheme, parts.netloc)
-        if key not in self._proxies:
-            proxy = getproxies().get(parts.scheme)
-            if proxy and proxy_bypass(parts.hostname or ""):
-                proxy = None
-            self._proxies[key] = proxy or None
-        return self._proxies[key]
-
-    def _target(self, url: str) -> str:
-        if self._base is None:
-            return url
-        parts = urlsplit(url)
-        query = f"?{parts.query}" if parts.query else ""
-        return f"{self._base[0]}://{self._base[1]}{parts.path}{query}"
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,  # noqa: FBT001, FBT002 - twilio's signature
-    ) -> Response:
-        target = self._target(url)
-        send_headers = dict(headers or {})
-        if auth is not None:
-            send_headers["Authorization"] = _basic_auth(*auth)
-        kind = _kind(method, urlsplit(target).path)
-        session = self._session_for_loop()
-        ticket = await self._limiter.acquire()
-        throttled = False
-        answer_headers: Mapping[str, str] = {}
-        self._metrics.requests[kind] += 1
-        try:
-            async with session.request(
-                method,
-                target,
-                params=_pairs(params),
-                data=_pairs(data) if method != "GET" else None,
-                headers=send_headers,
-                allow_redirects=False,
-                proxy=self._proxy_for(target),
-            ) as answer:
-                text = await answer.text()
-                status = answer.status
-                answer_headers = answer.headers
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            self._metrics.transport_errors += 1
-            proxy = self._proxy_for(target)
-            host = (
-                f"{urlsplit(target).netloc} (through proxy {urlsplit(proxy).netloc})"
-                if proxy
-                else urlsplit(target).netloc
-            )
-            raise _transport_error(exc, host, self._connection.timeout) from exc
-        else:
-            throttled = status == 429
-        finally:
-            self._limiter.release(
-                ticket, throttled=throttled, retry_after=retry_after_seconds(answer_headers)
-            )
-        if status == 429:
-            self._metrics.throttled += 1
-        elif status >= 500:
-            self._metrics.server_errors += 1
-        if status >= 400:
-            raise _error_from(status, text, answer_headers)
-        return Response(status, text, answer_headers)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    for key, value in (headers or {}).items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _aware(value: object) -> datetime | None:
-    return value if isinstance(value, datetime) else None
+def _when(value: object) -> datetime | None:
+    """twilio parses timestamps it understands; anything else is treated as absent."""
+    return value if isinstance(value, datetime) and value.tzinfo is not None else None
 
 
 def task_record(instance: Any, etag: str | None = None, *, attributes_known: bool) -> TaskRecord:
-    """Turn a twilio TaskInstance into our record, reading its attributes when we have them."""
+    """A twilio TaskInstance as our record, reading its attributes when we have them."""
+    status = _text(instance.assignment_status, "task status", optional=False)
+    if status not in TASK_STATUSES:
+        raise _shape("task status")
     found = read_attributes(instance.attributes) if attributes_known else None
+    age = instance.age
     return TaskRecord(
-        sid=instance.sid,
-        status=instance.assignment_status,
-        channel=instance.task_channel_unique_name or "",
-        queue=instance.task_queue_friendly_name,
-        date_created=_aware(instance.date_created),
-        date_updated=_aware(instance.date_updated),
-        age=instance.age if isinstance(instance.age, int) else None,
+        sid=_sid(instance.sid, "WT", "task"),
+        status=status,
+        channel=_text(instance.task_channel_unique_name, "task channel") or "",
+        queue=_text(instance.task_queue_friendly_name, "task queue"),
+        date_created=_when(instance.date_created),
+        date_updated=_when(instance.date_updated),
+        age=age if isinstance(age, int) and not isinstance(age, bool) else None,
         refs=found if isinstance(found, Refs) else None,
         attributes_problem=found if isinstance(found, Reason) else None,
-        etag=etag,
+        etag=etag or None,  # an empty ETag is no ETag: never sent as If-Match ""
+        twilio_reason=_text(instance.reason, "task reason"),
     )
 
 
-def _twilio_errors(exc: Exception) -> StuckTasksError:
-    """Map what twilio raised (when our transport did not answer for it)."""
-    if isinstance(exc, TwilioRestException):
-        return _error_from(exc.status, json.dumps({"code": exc.code, "message": exc.msg}), {})
-    if isinstance(exc, TwilioException):
-        response = exc.args[1] if len(exc.args) > 1 else None
-        status = getattr(response, "status_code", None)
-        if isinstance(status, int):
-            return _error_from(status, getattr(response, "text", ""), {})
-        return BadResponse(f"Twilio client error: {exc.args[0] if exc.args else exc}")
-    return BadResponse(f"Twilio answered with something that is not JSON ({type(exc).__name__})")
+def _conference(c: Any) -> ConferenceFacts:
+    return ConferenceFacts(
+        _sid(c.sid, "CF", "conference"),
+        _text(c.status, "conference status") or "",
+        _when(c.date_updated),
+    )
 
 
 class TwilioGateway:
     """Async access to the few Twilio resources the tool needs, as our own records."""
 
     def __init__(
-        self, connection: Connection, *, limiter: AdaptiveLimiter, metrics: Metrics
+        self,
+        connection: Connection,
+        *,
+        limiter: AdaptiveLimiter,
+        metrics: Metrics,
+        clock: TwilioClock,
     ) -> None:
         self.connection = connection
-        self._transport = _Transport(connection, limiter, metrics)
+        self._transport = Transport(connection, limiter=limiter, metrics=metrics, clock=clock)
         creds = connection.credentials
         self._client = Client(
             username=creds.username,
@@ -323,6 +120,7 @@ class TwilioGateway:
             edge=connection.edge,
             http_client=self._transport,
             environment={"_": ""},  # never let twilio read TWILIO_* from os.environ behind us
+            user_agent_extensions=[f"stuck-tasks/{__version__}"],
         )
 
     def __repr__(self) -> str:
@@ -331,84 +129,79 @@ class TwilioGateway:
     async def aclose(self) -> None:
         await self._transport.close()
 
-    async def _call(self, op: Callable[[], Any]) -> Any:
+    async def _call(self, op: Callable[[], Awaitable[Any]], convert: Callable[[Any], T]) -> T:
+        """Make one request through twilio and convert its answer; any surprise is BadResponse.
+
+        twilio parses the JSON and builds its instances from whatever came back, so a hostile
+        answer surfaces there as any exception at all (ValueError, KeyError, AttributeError,
+        RecursionError for a 100,000-deep document, ...).
+        """
         try:
-            return await op()
+            return convert(await op())
         except StuckTasksError:
             raise
-        except (TwilioException, ValueError, KeyError, TypeError) as exc:
-            raise _twilio_errors(exc) from exc
+        except Exception as exc:
+            raise BadResponse(f"Twilio's answer could not be read ({type(exc).__name__})") from exc
 
     def _workspaces(self) -> Any:
         return self._client.taskrouter.v1.workspaces
 
-    async def account(self) -> Named:
-        sid = self.connection.credentials.account_sid
-        acct = await self._call(lambda: self._client.api.v2010.accounts(sid).fetch_async())
-        return Named(acct.sid, acct.friendly_name or "")
+    def _account(self) -> Any:
+        return self._client.api.v2010.accounts(self.connection.credentials.account_sid)
 
-    async def workspaces(self, friendly_name: str | None = None) -> list[Named]:
-        def op() -> Any:
-            kwargs: dict[str, Any] = {"page_size": 1000}
-            if friendly_name is not None:
-                kwargs["friendly_name"] = friendly_name
-            return self._workspaces().list_async(**kwargs)
+    # ------------------------------------------------------------ set-up
 
-        found = await self._call(op)
-        return [Named(ws.sid, ws.friendly_name or "") for ws in found]
+    async def account_name(self, sid: str) -> str:
+        """The account's friendly name (the body also holds the auth token: read one field)."""
+        return await self._call(
+            self._client.api.v2010.accounts(sid).fetch_async,
+            lambda a: _text(a.friendly_name, "account name") or "",
+        )
 
-    async def workspace(self, sid: str) -> Named:
-        ws = await self._call(lambda: self._workspaces()(sid).fetch_async())
-        return Named(ws.sid, ws.friendly_name or "")
+    async def workspaces(self, friendly_name: str | None = None) -> list[Workspace]:
+        kwargs: dict[str, Any] = {"page_size": 1000}
+        if friendly_name is not None:
+            kwargs["friendly_name"] = friendly_name
+        return await self._call(
+            lambda: self._workspaces().page_async(**kwargs), lambda p: [_workspace(w) for w in p]
+        )
 
-    async def task_pages(
-        self,
-        workspace_sid: str,
-        *,
-        statuses: tuple[str, ...],
-        filters: Mapping[str, str],
-        fetch_page: Callable[[Callable[[], Any]], Any],
-    ) -> AsyncIterator[list[TaskRecord]]:
-        """Yield the open tasks a page at a time, following ``next_page_url`` to the end.
+    async def workspace(self, sid: str) -> Workspace:
+        return await self._call(self._workspaces()(sid).fetch_async, _workspace)
 
-        ``fetch_page`` wraps each page request (the caller's retry policy).
-        """
+    async def task_queues(self, workspace_sid: str) -> list[Named]:
+        queues = self._workspaces()(workspace_sid).task_queues
+        return await self._call(
+            lambda: queues.page_async(page_size=1000), lambda p: [_named(q, "WQ") for q in p]
+        )
+
+    async def workflows(self, workspace_sid: str) -> list[Named]:
+        flows = self._workspaces()(workspace_sid).workflows
+        return await self._call(
+            lambda: flows.page_async(page_size=1000), lambda p: [_named(w, "WW") for w in p]
+        )
+
+    # ------------------------------------------------------------ tasks
+
+    async def first_task_page(
+        self, workspace_sid: str, *, statuses: tuple[str, ...], filters: Mapping[str, str]
+    ) -> TaskPage:
         tasks = self._workspaces()(workspace_sid).tasks
-        page = await fetch_page(
-            lambda: self._call(
-                lambda: tasks.page_async(
-                    assignment_status=list(statuses), page_size=1000, **filters
-                )
-            )
+        return await self._call(
+            lambda: tasks.page_async(assignment_status=list(statuses), page_size=1000, **filters),
+            _task_page,
         )
-        while True:
-            # Attributes are null in list results per the spec; read them when present.
-            yield [task_record(t, attributes_known=t.attributes is not None) for t in page]
-            next_url = page.next_page_url
-            if not next_url:
-                return
-            page = await fetch_page(self._next_page(tasks, next_url))
 
-    def _next_page(self, tasks: Any, url: str) -> Callable[[], Any]:
-        return lambda: self._call(lambda: tasks.get_page_async(url))
+    async def next_task_page(self, workspace_sid: str, url: str) -> TaskPage:
+        tasks = self._workspaces()(workspace_sid).tasks
+        return await self._call(lambda: tasks.get_page_async(url), _task_page)
 
-    async def fetch_task(self, workspace_sid: str, sid: str) -> tuple[TaskRecord, str | None]:
-        """Fetch one task with its attributes and ETag; also returns the task's reason."""
+    async def fetch_task(self, workspace_sid: str, sid: str) -> TaskRecord:
+        """Fetch one task with its attributes, its ETag and its reason."""
         context = self._workspaces()(workspace_sid).tasks(sid)
-        answer = await self._call(context.fetch_with_http_info_async)
-        etag = _header(answer.headers, "ETag")
-        return task_record(answer.data, etag, attributes_known=True), answer.data.reason
-
-    async def fetch_call(self, sid: str) -> CallFacts:
-        account = self.connection.credentials.account_sid
-        call = await self._call(
-            lambda: self._client.api.v2010.accounts(account).calls(sid).fetch_async()
-        )
-        return CallFacts(
-            sid=call.sid,
-            status=call.status or "",
-            end_time=_aware(call.end_time),
-            date_updated=_aware(call.date_updated),
+        return await self._call(
+            context.fetch_with_http_info_async,
+            lambda a: task_record(a.data, header(a.headers, "ETag"), attributes_known=True),
         )
 
     async def update_task(
@@ -416,29 +209,40 @@ class TwilioGateway:
     ) -> Written:
         context = self._workspaces()(workspace_sid).tasks(sid)
         kwargs: dict[str, Any] = {"assignment_status": status, "reason": reason}
-        if if_match is not None:
+        if if_match:
             kwargs["if_match"] = if_match
-        answer = await self._call(lambda: context.update_with_http_info_async(**kwargs))
-        return Written(answer.data.assignment_status, _header(answer.headers, "ETag"))
+        return await self._call(
+            lambda: context.update_with_http_info_async(**kwargs),
+            lambda a: Written(
+                _text(a.data.assignment_status, "task status", optional=False) or "",
+                header(a.headers, "ETag") or None,
+            ),
+        )
 
-    # ------------------------------------------------------------ conferences (voice evidence)
+    # ------------------------------------------------------------ voice evidence
+
+    async def fetch_call(self, sid: str) -> CallFacts:
+        return await self._call(
+            self._account().calls(sid).fetch_async,
+            lambda c: CallFacts(
+                sid=_sid(c.sid, "CA", "call"),
+                status=_text(c.status, "call status") or "",
+                end_time=_when(c.end_time),
+                date_updated=_when(c.date_updated),
+            ),
+        )
 
     async def fetch_conference(self, sid: str) -> ConferenceFacts:
-        account = self.connection.credentials.account_sid
-        conf = await self._call(
-            lambda: self._client.api.v2010.accounts(account).conferences(sid).fetch_async()
-        )
-        return ConferenceFacts(conf.sid, conf.status or "", _aware(conf.date_updated))
+        return await self._call(self._account().conferences(sid).fetch_async, _conference)
 
-    async def conferences_named(self, friendly_name: str) -> list[ConferenceFacts]:
-        """Conferences whose FriendlyName is ``friendly_name`` (TaskRouter uses the task SID)."""
-        account = self.connection.credentials.account_sid
-        found = await self._call(
-            lambda: self._client.api.v2010.accounts(account).conferences.list_async(
-                friendly_name=friendly_name, page_size=50, limit=50
-            )
+    async def conferences_named(self, name: str, *, status: str) -> Conferences:
+        """Conferences whose FriendlyName is ``name`` (TaskRouter uses the task SID) in one
+        status: since 2026-09-30 a list without ``Status`` finds in-progress ones only."""
+        conferences = self._account().conferences
+        return await self._call(
+            lambda: conferences.page_async(friendly_name=name, status=status, page_size=50),
+            lambda p: Conferences(tuple(_conference(c) for c in p)),
         )
-        return [ConferenceFacts(c.sid, c.status or "", _aware(c.date_updated)) for c in found]
 
     # ------------------------------------------------------------ Flex Conversations
 
@@ -446,31 +250,85 @@ class TwilioGateway:
         return self._client.flex_api.v1.interaction(interaction_sid).channels(channel_sid)
 
     async def fetch_channel(self, interaction_sid: str, channel_sid: str) -> ChannelFacts:
-        channel = await self._call(self._channel(interaction_sid, channel_sid).fetch_async)
-        return ChannelFacts(channel.sid, channel.status or "")
+        return await self._call(
+            self._channel(interaction_sid, channel_sid).fetch_async,
+            lambda c: ChannelFacts(
+                _sid(c.sid, "UO", "channel"), _text(c.status, "channel status") or ""
+            ),
+        )
 
-    async def channel_participants(
-        self, interaction_sid: str, channel_sid: str
-    ) -> list[tuple[str, str, dict[str, Any]]]:
-        """(sid, type, routing_properties) of each participant of the channel."""
+    async def channel_participants(self, interaction_sid: str, channel_sid: str) -> Participants:
         participants = self._channel(interaction_sid, channel_sid).participants
-        found = await self._call(lambda: participants.list_async(page_size=100, limit=100))
-        return [(p.sid, p.type or "", dict(p.routing_properties or {})) for p in found]
+        return await self._call(
+            lambda: participants.page_async(page_size=100),
+            lambda p: Participants(tuple(_participant(x) for x in p)),
+        )
 
     async def fetch_conversation(self, sid: str) -> ConversationFacts:
-        conv = await self._call(self._client.conversations.v1.conversations(sid).fetch_async)
-        return ConversationFacts(conv.sid, conv.state or "", _aware(conv.date_updated))
+        return await self._call(
+            self._client.conversations.v1.conversations(sid).fetch_async,
+            lambda c: ConversationFacts(
+                _sid(c.sid, "CH", "conversation"),
+                _text(c.state, "conversation state") or "",
+                _when(c.date_updated),
+            ),
+        )
 
     async def close_participant(
         self, interaction_sid: str, channel_sid: str, participant_sid: str
     ) -> None:
         """Close the agent's participant: Twilio completes its task, the channel stays open."""
         participant = self._channel(interaction_sid, channel_sid).participants(participant_sid)
-        await self._call(lambda: participant.update_async(status="closed"))
+        await self._call(lambda: participant.update_async(status="closed"), lambda _: None)
 
     async def close_channel(self, interaction_sid: str, channel_sid: str) -> None:
         """Close the channel and, with Routing ``closed``, its tasks (not just wrap them up)."""
         channel = self._channel(interaction_sid, channel_sid)
         await self._call(
-            lambda: channel.update_async(status="closed", routing={"status": "closed"})
+            lambda: channel.update_async(status="closed", routing={"status": "closed"}),
+            lambda _: None,
         )
+
+
+def _workspace(ws: Any) -> Workspace:
+    return Workspace(
+        _sid(ws.sid, "WS", "workspace"),
+        _text(ws.friendly_name, "workspace name") or "",
+        _sid(ws.account_sid, "AC", "workspace account"),
+    )
+
+
+def _named(item: Any, prefix: str) -> Named:
+    return Named(_sid(item.sid, prefix, "resource"), _text(item.friendly_name, "name") or "")
+
+
+def _task_page(page: Any) -> TaskPage:
+    # Attributes are null in list results per the spec's prose; read them when present.
+    records = tuple(task_record(t, attributes_known=t.attributes is not None) for t in page)
+    return TaskPage(records, _text(page.next_page_url, "next page URL"))
+
+
+def _participant(p: Any) -> ParticipantFacts:
+    routing = p.routing_properties
+    if routing is not None and not isinstance(routing, dict):
+        raise _shape("participant routing properties")
+    sids = tuple(str(v) for v in (routing or {}).values() if isinstance(v, str))
+    return ParticipantFacts(
+        _sid(p.sid, "UT", "participant"), _text(p.type, "participant type") or "", sids
+    )
+
+
+def gateway_factory(
+    connection: Connection, *, limiter: AdaptiveLimiter, metrics: Metrics, clock: TwilioClock
+) -> Callable[[], Any]:
+    """A factory of gateways: each phase of a run (each event loop) opens its own."""
+
+    @asynccontextmanager
+    async def open_gateway() -> Any:
+        gateway = TwilioGateway(connection, limiter=limiter, metrics=metrics, clock=clock)
+        try:
+            yield gateway
+        finally:
+            await gateway.aclose()
+
+    return open_gateway

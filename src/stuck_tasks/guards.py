@@ -1,4 +1,4 @@
-"""Blast-radius guards: pure checks on a plan, run after planning and before any write.
+"""Blast-radius guards: pure checks on a plan, made before any write and while writes go on.
 
 A platform-wide outage looks exactly like success: everything seems stuck. These guards refuse
 the plans that usually mean something else is wrong.
@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .models import Reason
-from .runner import PlanItem
+from .models import Case, Reason
 
 # The share guards need this many call lookups before a share means anything.
 MIN_LOOKUPS = 10
+_LOOKUP_REASONS = frozenset({Reason.CALL_LOOKUP_FAILED, Reason.CALL_NOT_FOUND})
 
 
 @dataclass(frozen=True)
@@ -26,41 +26,51 @@ class Limits:
     missing_call_share: float = 0.90
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Counts:
-    """What the guards look at, counted from plan items."""
+    """What the guards look at, counted case by case."""
 
+    examined: int = 0
     to_close: int = 0
     lookups: int = 0
     lookup_failures: int = 0
     not_found: int = 0
 
+    def plus(self, case: Case) -> Counts:
+        decision = case.decision
+        looked = case.call_status is not None or decision.reason in _LOOKUP_REASONS
+        return Counts(
+            examined=self.examined + 1,
+            to_close=self.to_close + decision.acts,
+            lookups=self.lookups + looked,
+            lookup_failures=self.lookup_failures + (decision.reason is Reason.CALL_LOOKUP_FAILED),
+            not_found=self.not_found + (decision.reason is Reason.CALL_NOT_FOUND),
+        )
+
     @classmethod
-    def of(cls, items: Iterable[PlanItem]) -> Counts:
-        to_close = lookups = failures = missing = 0
-        for item in items:
-            decision = item.decision
-            if decision.acts:
-                to_close += 1
-            if item.call_status is not None or decision.reason in _LOOKUP_REASONS:
-                lookups += 1
-            if decision.reason is Reason.CALL_LOOKUP_FAILED:
-                failures += 1
-            elif decision.reason is Reason.CALL_NOT_FOUND:
-                missing += 1
-        return cls(to_close, lookups, failures, missing)
+    def of(cls, cases: Iterable[Case]) -> Counts:
+        counts = cls()
+        for case in cases:
+            counts = counts.plus(case)
+        return counts
 
 
-_LOOKUP_REASONS = frozenset({Reason.CALL_LOOKUP_FAILED, Reason.CALL_NOT_FOUND})
+def refusals(counts: Counts, limits: Limits, *, complete: bool = True) -> list[str]:
+    """Every guard that refuses this plan, each one line that says how to override it.
 
-
-def refusals(counts: Counts, limits: Limits) -> list[str]:
-    """Every guard that refuses this plan, each as one line that says how to override it."""
+    ``complete``: the counts are the whole plan's; otherwise the numbers are "at least".
+    """
     found: list[str] = []
+    at_least = "" if complete else "at least "
     if counts.to_close > limits.max_changes:
+        advice = (
+            f"then re-run with --max-changes {counts.to_close}"
+            if complete
+            else "then re-run with --max-changes set to the full plan's count"
+        )
         found.append(
-            f"the plan closes {counts.to_close} tasks, more than --max-changes {limits.max_changes}; "
-            f"review it (--dry-run or --save-plan), then re-run with --max-changes {counts.to_close}"
+            f"the plan closes {at_least}{counts.to_close} tasks, more than --max-changes "
+            f"{limits.max_changes}; review it (--dry-run or --save-plan), {advice}"
         )
     if counts.lookups >= MIN_LOOKUPS:
         failed = counts.lookup_failures / counts.lookups

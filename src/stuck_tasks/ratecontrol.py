@@ -1,15 +1,19 @@
-"""Shared rate control for every request of a run: one adaptive limiter, one retry policy.
+"""Shared control of every request of a run: metrics, the stop signal, limiter, retries.
 
-The limiter caps the number of requests in flight. On a 429 it cuts the cap (multiplicative
-decrease, at most once per round trip) and honours ``Retry-After`` for the whole run; every
-success raises it again by about one request per round trip (additive increase), up to the
-``--concurrency`` ceiling. This is TCP's AIMD, applied to Twilio's per-account concurrency limit,
-which is unpublished and shared with live Flex traffic (TWILIO_FACTS §4.3).
+- ``Metrics``: counters for the summary, progress and ``--json``; only its own methods change it.
+- ``Stop``: why the run is stopping (an interrupt, a fatal error); every stage reads it before
+  it starts new work, and waits end early when it is set.
+- ``AdaptiveLimiter``: caps requests in flight (AIMD on 429s) and paces each endpoint by the
+  budget Twilio reports (``pacing.py``).
+- ``RetryPolicy`` and ``Reads``: the one retry entry point for reads. A 429 was never processed
+  by Twilio, so it is retried until the deadline; other transient errors have an attempt limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import enum
 import math
 import random
 import time
@@ -18,51 +22,153 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .errors import ApiError, DeadlineExceeded, TransportError
+from .errors import ApiError, DeadlineExceeded, StuckTasksError, TransportError
+from .pacing import Pacer
 
 T = TypeVar("T")
+# The try number of the request being sent, set by whoever retries it (for --verbose).
+ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("attempt", default=1)
 
 
-@dataclass
 class Metrics:
     """Counters for the summary and ``--json``: requests by kind, retries, 429s, back-off."""
 
-    requests: Counter[str] = field(default_factory=Counter)
-    throttled: int = 0
-    server_errors: int = 0
-    transport_errors: int = 0
-    retries: int = 0
-    backoff_seconds: float = 0.0
-    peak_in_flight: int = 0
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.throttled = 0
+        self.server_errors = 0
+        self.transport_errors = 0
+        self.retries = 0
+        self.backoff_seconds = 0.0
+        self.paced_seconds = 0.0
+        self.peak_in_flight = 0
+
+    def sent(self, kind: str) -> None:
+        self.requests[kind] += 1
+
+    def answered(self, status: int) -> None:
+        if status == 429:
+            self.throttled += 1
+        elif status >= 500:
+            self.server_errors += 1
+
+    def no_answer(self) -> None:
+        self.transport_errors += 1
+
+    def backed_off(self, seconds: float) -> None:
+        self.retries += 1
+        self.backoff_seconds += seconds
+
+    def paced(self, seconds: float) -> None:
+        self.paced_seconds += seconds
+
+    def in_flight(self, count: int) -> None:
+        self.peak_in_flight = max(self.peak_in_flight, count)
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
 
     def as_dict(self) -> dict[str, object]:
         return {
             "requests": dict(sorted(self.requests.items())),
-            "requests_total": sum(self.requests.values()),
+            "requests_total": self.total,
             "retries": self.retries,
             "throttled_429": self.throttled,
             "server_errors_5xx": self.server_errors,
             "transport_errors": self.transport_errors,
             "backoff_seconds": round(self.backoff_seconds, 3),
+            "paced_seconds": round(self.paced_seconds, 3),
             "peak_in_flight": self.peak_in_flight,
         }
 
 
+class StopReason(enum.Enum):
+    INTERRUPTED = "interrupted"
+    FATAL = "fatal"
+
+
+class Stop:
+    """Set once, read by every stage: no new work starts after it."""
+
+    def __init__(self) -> None:
+        self.reason: StopReason | None = None
+        self.error: StuckTasksError | None = None
+        self.aborted = False
+        self._events: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.reason is not None
+
+    def interrupt(self) -> None:
+        """A signal: stop new work, let in-flight work settle."""
+        if self.reason is None:
+            self.reason = StopReason.INTERRUPTED
+        self._wake()
+
+    def fail(self, error: StuckTasksError) -> None:
+        """A fatal error: the first one is the run's story; later ones add nothing."""
+        if self.error is None:
+            self.error = error
+        if self.reason is None:
+            self.reason = StopReason.FATAL
+        self._wake()
+
+    def abort(self) -> None:
+        """A second signal: stop at once, even what is in flight."""
+        self.aborted = True
+        self.interrupt()
+
+    def _wake(self) -> None:
+        for event in self._events.values():
+            event.set()
+
+    def _event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        event = self._events.get(loop)
+        if event is None:
+            # Each phase of a run has its own event loop; an Event belongs to one.
+            self._events = {loop: asyncio.Event()}
+            event = self._events[loop]
+            if self.requested:
+                event.set()
+        return event
+
+    async def wait(self) -> None:
+        await self._event().wait()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake as soon as a stop is requested."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        event = self._event()
+        if event.is_set():
+            return
+        try:
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """Handed out by ``acquire``; tells ``release`` when the request was sent."""
+    """Handed out by ``acquire``; tells ``release`` when and what was sent."""
 
     sent_at: float
+    kind: str
 
 
 class AdaptiveLimiter:
-    """An AIMD concurrency limiter shared by all workers of a run."""
+    """An AIMD concurrency limiter, shared by all workers of a run, with per-endpoint pacing."""
 
     def __init__(
         self,
         ceiling: int,
         *,
         metrics: Metrics,
+        pacer: Pacer | None = None,
         floor: int = 1,
         decrease: float = 0.7,
         clock: Callable[[], float] = time.monotonic,
@@ -73,6 +179,7 @@ class AdaptiveLimiter:
         self.floor = min(floor, ceiling)
         self.limit = float(ceiling)
         self.in_flight = 0
+        self.pacer = pacer or Pacer(clock=clock)
         self._decrease = decrease
         self._clock = clock
         self._metrics = metrics
@@ -80,10 +187,11 @@ class AdaptiveLimiter:
         self._last_cut = -math.inf
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> Ticket:
+    async def acquire(self, kind: str = "") -> Ticket:
         while True:
-            pause = self._paused_until - self._clock()
+            pause = max(self._paused_until - self._clock(), self.pacer.delay(kind))
             if pause > 0:
+                self._metrics.paced(pause)
                 await asyncio.sleep(pause)
                 continue
             if self.in_flight < int(self.limit):
@@ -99,12 +207,22 @@ class AdaptiveLimiter:
                     self._wake()  # we were woken, then cancelled: pass the slot on
                 raise
         self.in_flight += 1
-        self._metrics.peak_in_flight = max(self._metrics.peak_in_flight, self.in_flight)
-        return Ticket(self._clock())
+        self.pacer.sending(kind)
+        self._metrics.in_flight(self.in_flight)
+        return Ticket(self._clock(), kind)
 
-    def release(self, ticket: Ticket, *, throttled: bool, retry_after: float | None) -> None:
+    def release(
+        self,
+        ticket: Ticket,
+        *,
+        status: int | None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """A request ended: ``status`` None when no answer came."""
         self.in_flight -= 1
-        if throttled:
+        self.pacer.answered(ticket.kind, status=status, headers=headers)
+        if status == 429:
             self._throttled(ticket, retry_after)
         elif self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
@@ -130,7 +248,11 @@ class AdaptiveLimiter:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential back-off with full jitter, bounded attempts, one overall deadline."""
+    """Exponential back-off with full jitter, bounded attempts, one overall deadline.
+
+    ``attempts`` bounds tries that failed for a reason other than 429: a 429 was never processed
+    by Twilio (error 20429), so it is always safe to try again while the deadline allows.
+    """
 
     attempts: int = 6
     base: float = 0.25
@@ -140,25 +262,15 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 1)."""
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        ceiling = min(self.cap, self.base * 2 ** (min(attempt, 30) - 1))
         return max(self.rng.uniform(ceiling / 2, ceiling), retry_after or 0.0)
 
     def check_deadline(self, wait: float = 0.0) -> None:
         if self.deadline is not None and time.monotonic() + wait > self.deadline:
             raise DeadlineExceeded("the run's --deadline passed before the work settled")
 
-
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """Parse a ``Retry-After`` header given in seconds (Twilio does not document it)."""
-    if not headers:
-        return None
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
 
 def is_transient(error: Exception) -> bool:
@@ -168,30 +280,59 @@ def is_transient(error: Exception) -> bool:
     return isinstance(error, TransportError)
 
 
-async def backoff(policy: RetryPolicy, metrics: Metrics, attempt: int, error: Exception) -> None:
-    """Sleep before the next try, counting it; raises DeadlineExceeded when out of time."""
-    wait = policy.delay(attempt, getattr(error, "retry_after", None))
-    policy.check_deadline(wait)
-    metrics.retries += 1
-    metrics.backoff_seconds += wait
-    await asyncio.sleep(wait)
+@dataclass
+class Tries:
+    """Counts the tries of one request: 429s apart from every other failure."""
+
+    failures: int = 0
+    throttled: int = 0
+
+    def count(self, error: Exception, policy: RetryPolicy) -> bool:
+        """Count a failed try; True while another try is allowed."""
+        if isinstance(error, ApiError) and error.status == 429:
+            self.throttled += 1
+            return True
+        self.failures += 1
+        return self.failures < policy.attempts
+
+    def delay(self, error: Exception, policy: RetryPolicy) -> float:
+        retry_after = error.retry_after if isinstance(error, ApiError) else None
+        return policy.delay(max(self.failures, self.throttled, 1), retry_after)
 
 
-async def retrying(
-    op: Callable[[], Awaitable[T]],
-    *,
-    policy: RetryPolicy,
-    metrics: Metrics,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> T:
-    """Run an idempotent request, retrying transient failures under the policy."""
-    attempt = 1
-    while True:
-        policy.check_deadline()
-        try:
-            return await op()
-        except (ApiError, TransportError) as error:
-            if not is_transient(error) or attempt >= policy.attempts or should_stop():
-                raise
-            await backoff(policy, metrics, attempt, error)
-            attempt += 1
+@dataclass(frozen=True)
+class Reads:
+    """The one retry entry point for reads (idempotent requests)."""
+
+    policy: RetryPolicy
+    metrics: Metrics
+    stop: Stop
+
+    async def call(self, op: Callable[[], Awaitable[T]], *, settling: bool = False) -> T:
+        """Run ``op``, retrying transient failures. ``settling``: a read that settles a write
+        already sent goes on while the run stops (the record must say what happened)."""
+        tries = Tries()
+        while True:
+            self.policy.check_deadline()
+            token = ATTEMPT.set(tries.failures + tries.throttled + 1)
+            try:
+                return await op()
+            except (ApiError, TransportError) as error:
+                if not is_transient(error) or not tries.count(error, self.policy):
+                    raise
+                if self.stop.requested and not settling:
+                    raise
+                await self.backoff(tries.delay(error, self.policy), interruptible=not settling)
+            finally:
+                ATTEMPT.reset(token)
+
+    async def backoff(self, wait: float, *, interruptible: bool) -> None:
+        """Sleep before a retry, counting it; raises DeadlineExceeded when out of time.
+
+        ``interruptible``: a stop ends the wait early (a settling read keeps its pace)."""
+        self.policy.check_deadline(wait)
+        self.metrics.backed_off(wait)
+        if interruptible:
+            await self.stop.sleep(wait)
+        else:
+            await asyncio.sleep(wait)

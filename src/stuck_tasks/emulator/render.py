@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -32,7 +32,7 @@ ERROR_MESSAGES = {
 
 def iso(dt: datetime) -> str:
     """TaskRouter timestamps: ISO 8601 in UTC with a Z, second precision."""
-    u = dt.astimezone(timezone.utc)
+    u = dt.astimezone(UTC)
     return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
@@ -40,7 +40,7 @@ def rfc2822(dt: datetime | None) -> str | None:
     """v2010 timestamps, e.g. "Sat, 28 Nov 2026 20:15:44 +0000"."""
     if dt is None:
         return None
-    return format_datetime(dt.astimezone(timezone.utc).replace(microsecond=0))
+    return format_datetime(dt.astimezone(UTC).replace(microsecond=0))
 
 
 def error_body(status: int, code: int, message: str | None = None) -> JSON:

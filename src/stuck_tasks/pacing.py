@@ -1,0 +1,137 @@
+"""Keep each TaskRouter endpoint under the budget Twilio reports.
+
+TaskRouter limits each endpoint per workspace, "averaged over 10 seconds", and its answers carry
+``X-Rate-Limit-Limit`` (requests per second), ``X-Rate-Limit-Remaining`` (requests left) and
+``X-Rate-Limit-Config`` (TWILIO_FACTS §0, §4.4). Their exact semantics are unpublished, so they
+are read defensively: a value that does not parse is ignored, and the model below corrects
+itself with every answer.
+
+The model, per endpoint: a budget of ``rate × window`` requests in any window. Our own admitted
+requests are remembered (when their answer arrived); ``Remaining`` on an answer tells how much
+of the budget others (the Flex UI, Studio, Functions share it) used at that moment. A request may
+go while ``budget − others − ours in the window − ours in flight`` leaves room; otherwise it
+waits for our oldest admitted request to leave the window. Without ``Limit`` the last
+``Remaining`` minus what is in flight is the room, and an empty room waits a little before it
+probes again. 429s are the limiter's business (``ratecontrol.AdaptiveLimiter``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_WINDOW = 10.0  # "averaged over 10 seconds" (TaskRouter REST API reference)
+# Requests kept in hand below the reported budget: answers arrive out of order, and others
+# share the budget between two of our answers.
+MARGIN = 2
+_PROBE = 0.25  # seconds between probes when only Remaining is known and it is 0
+_WINDOW_IN_CONFIG = re.compile(r"window\D{0,3}(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A header's value, whatever the case of its name."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, item in headers.items():
+        if key.lower() == lowered:
+            return item
+    return None
+
+
+def _number(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if value >= 0 and value == value and value != float("inf") else None
+
+
+@dataclass
+class _Budget:
+    rate: float | None = None  # requests per second, from X-Rate-Limit-Limit
+    window: float = DEFAULT_WINDOW
+    remaining: float | None = None  # from the newest answer
+    others: float = 0.0  # budget used by others at the newest answer
+    ours: deque[float] = field(default_factory=deque)  # arrival times of our admitted requests
+    in_flight: int = 0
+    last_probe: float = 0.0
+
+    def ours_within(self, now: float) -> int:
+        while self.ours and self.ours[0] <= now - self.window:
+            self.ours.popleft()
+        return len(self.ours)
+
+
+class Pacer:
+    """Per-endpoint pacing from TaskRouter's rate-limit headers (no headers: no pacing)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._budgets: dict[str, _Budget] = {}
+
+    def delay(self, kind: str) -> float:
+        """Seconds to wait before sending a request of ``kind`` (0: send now)."""
+        budget = self._budgets.get(kind)
+        if budget is None or budget.remaining is None:
+            return 0.0
+        now = self._clock()
+        if budget.rate is None:
+            if budget.remaining - budget.in_flight > MARGIN:
+                return 0.0
+            if budget.in_flight:
+                return _PROBE  # an answer on its way will tell more
+            wait = budget.last_probe + _PROBE - now
+            return max(0.0, wait)
+        room = (
+            budget.rate * budget.window - budget.others - budget.ours_within(now) - budget.in_flight
+        )
+        if room > MARGIN:
+            return 0.0
+        if budget.ours:
+            return max(0.001, budget.ours[0] + budget.window - now)
+        # The room is taken by others: probe at the reported rate.
+        return max(0.001, budget.last_probe + 1.0 / max(budget.rate, 0.1) - now)
+
+    def sending(self, kind: str) -> None:
+        budget = self._budgets.get(kind)
+        if budget is not None:
+            budget.in_flight += 1
+            budget.last_probe = self._clock()
+
+    def answered(self, kind: str, *, status: int | None, headers: Mapping[str, str] | None) -> None:
+        """Learn from one answer (``status`` None: no answer came)."""
+        budget = self._budgets.get(kind)
+        remaining = _number(header(headers, "X-Rate-Limit-Remaining"))
+        if budget is None:
+            if remaining is None:
+                return
+            budget = self._budgets[kind] = _Budget(last_probe=self._clock())
+        else:
+            budget.in_flight = max(0, budget.in_flight - 1)
+        now = self._clock()
+        if status is not None and status != 429:
+            budget.ours.append(now)
+        if remaining is None:
+            return
+        rate = _number(header(headers, "X-Rate-Limit-Limit"))
+        if rate:
+            budget.rate = rate
+        config = header(headers, "X-Rate-Limit-Config") or ""
+        found = _WINDOW_IN_CONFIG.search(config)
+        if found:
+            window = float(found.group(1))
+            if 0 < window <= 3600:
+                budget.window = window
+        budget.remaining = remaining
+        if budget.rate is not None:
+            used = budget.rate * budget.window - remaining
+            budget.others = max(0.0, used - budget.ours_within(now))

@@ -1,0 +1,333 @@
+"""The HTTP transport under the twilio library: twilio's async ``HttpClient`` seam on aiohttp.
+
+Every request of a run goes through ``Transport.request``:
+
+- it goes only to Twilio's own hosts for the configured region and edge (a page URL naming any
+  other host is refused before the credentials are sent); with a base URL (the emulator, a
+  proxy) the connection goes there and the ``Host`` header still names the Twilio host, like
+  curl's ``--connect-to``;
+- one total time limit per request (connect, send, and every byte of the answer), and a cap on
+  the size of an answer;
+- the shared limiter and pacer, the metrics, Twilio's clock (``Date``), typed errors raised
+  from the HTTP answer itself, and one log line per request for ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+import aiohttp
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
+
+from .clock import TwilioClock
+from .errors import (
+    ApiError,
+    AuthError,
+    BadResponse,
+    NotFound,
+    PermissionDenied,
+    TransportError,
+)
+from .pacing import header
+from .ratecontrol import ATTEMPT, AdaptiveLimiter, Metrics
+from .settings import Connection
+
+log = logging.getLogger("stuck_tasks.http")
+
+PRODUCTS = ("taskrouter", "api", "flex-api", "conversations")
+MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a page of 1,000 tasks with attributes is a few MB
+
+_KINDS = (
+    # (path shape with * for a SID, GET kind, POST kind)
+    ("v1/Workspaces", "list_workspaces", None),
+    ("v1/Workspaces/*", "fetch_workspace", None),
+    ("v1/Workspaces/*/TaskQueues", "list_task_queues", None),
+    ("v1/Workspaces/*/Workflows", "list_workflows", None),
+    ("v1/Workspaces/*/Tasks", "list_tasks", None),
+    ("v1/Workspaces/*/Tasks/*", "fetch_task", "update_task"),
+    ("2010-04-01/Accounts/*", "fetch_account", None),
+    ("2010-04-01/Accounts/*/Calls/*", "fetch_call", None),
+    ("2010-04-01/Accounts/*/Conferences", "list_conferences", None),
+    ("2010-04-01/Accounts/*/Conferences/*", "fetch_conference", None),
+    ("v1/Interactions/*/Channels/*", "fetch_channel", "update_channel"),
+    ("v1/Interactions/*/Channels/*/Participants", "list_participants", None),
+    ("v1/Interactions/*/Channels/*/Participants/*", None, "update_participant"),
+    ("v1/Conversations/*", "fetch_conversation", None),
+)
+
+# What a Restricted API key needs for each request (Twilio's policy form, as in its IAM Keys
+# example "/twilio/messaging/messages/read"; the names are our reading of that form). None:
+# no permission grants it (Flex is on no Restricted-key product list).
+PERMISSIONS: dict[str, str | None] = {
+    "list_workspaces": "/twilio/taskrouter/workspaces/read",
+    "fetch_workspace": "/twilio/taskrouter/workspaces/read",
+    "list_task_queues": "/twilio/taskrouter/workspaces/task-queues/read",
+    "list_workflows": "/twilio/taskrouter/workspaces/workflows/read",
+    "list_tasks": "/twilio/taskrouter/workspaces/tasks/read",
+    "fetch_task": "/twilio/taskrouter/workspaces/tasks/read",
+    "update_task": "/twilio/taskrouter/workspaces/tasks/update",
+    "fetch_account": None,
+    "fetch_call": "/twilio/voice/calls/read",
+    "list_conferences": "/twilio/voice/conferences/read",
+    "fetch_conference": "/twilio/voice/conferences/read",
+    "fetch_channel": None,
+    "update_channel": None,
+    "list_participants": None,
+    "update_participant": None,
+    "fetch_conversation": "/twilio/conversations/conversations/read",
+}
+
+
+def request_kind(method: str, path: str) -> str:
+    """The kind of a request ("fetch_task", "update_task", ...) from its method and path."""
+    parts = [p.removesuffix(".json") for p in path.split("/") if p]
+    for shape, get, post in _KINDS:
+        pattern = shape.split("/")
+        if len(pattern) == len(parts) and all(
+            a in ("*", b) for a, b in zip(pattern, parts, strict=True)
+        ):
+            return (post if method == "POST" else get) or "other"
+    return "other"
+
+
+def twilio_hosts(region: str | None, edge: str | None) -> frozenset[str]:
+    """The hosts credentials may go to: each product's, in the configured region and edge."""
+    suffix = f"{edge}.{region}.twilio.com" if region and edge else "twilio.com"
+    return frozenset(f"{product}.{suffix}" for product in PRODUCTS)
+
+
+def error_from(status: int, text: str, headers: Mapping[str, str], kind: str) -> ApiError:
+    """The typed error for an HTTP error answer (Twilio's JSON body, or anything else)."""
+    code: int | None = None
+    message = " ".join(text.split())[:200] or "(empty body)"
+    try:
+        body = json.loads(text) if len(text) < 65536 else None
+    except (ValueError, RecursionError):
+        body = None
+    if isinstance(body, dict):
+        raw_code = body.get("code")
+        code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
+        # RFC 9457 bodies (newer Twilio APIs) say "title"/"detail" instead of "message".
+        found = body.get("message") or body.get("detail") or body.get("title")
+        if isinstance(found, str) and found.strip():
+            message = " ".join(found.split())[:300]
+    cls: type[ApiError] = ApiError
+    if status == 403 and code == 70051:
+        cls = PermissionDenied
+    elif status in (401, 403):
+        cls = AuthError
+    elif status == 404:
+        cls = NotFound
+    return cls(status, code, message, retry_after=retry_after_seconds(headers), kind=kind)
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Parse a ``Retry-After`` header given in seconds (Twilio does not document it)."""
+    value = header(headers, "Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(max(0.0, seconds), 600.0) if seconds == seconds else None
+
+
+def _basic_auth(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def _transport_error(exc: BaseException, host: str, timeout: float) -> TransportError:
+    """No answer: say why, and whether the request may have reached Twilio."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return TransportError(f"cannot connect to {host}: {reason}", sent=False)
+    if isinstance(exc, asyncio.TimeoutError):
+        return TransportError(f"no complete answer from {host} within {timeout:g}s", sent=True)
+    return TransportError(f"connection to {host} dropped: {type(exc).__name__}", sent=True)
+
+
+def _pairs(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Flatten twilio's params (lists mean repeated keys) into what aiohttp sends."""
+    out: list[tuple[str, str]] = []
+    for key, value in (values or {}).items():
+        items = value if isinstance(value, list | tuple) else [value]
+        out.extend((key, str(item)) for item in items)
+    return out
+
+
+class Transport(AsyncHttpClient):  # type: ignore[misc]
+    """twilio's async HTTP client seam: timeouts, hosts, pooling, rate control, typed errors."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        limiter: AdaptiveLimiter,
+        metrics: Metrics,
+        clock: TwilioClock,
+    ) -> None:
+        super().__init__(log, is_async=True, timeout=connection.timeout)
+        self._connection = connection
+        self._limiter = limiter
+        self._metrics = metrics
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._hosts = twilio_hosts(connection.region, connection.edge)
+        base = urlsplit(connection.base_url) if connection.base_url else None
+        self._base = (base.scheme, base.netloc) if base else None
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = self._connection.timeout
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connection.pool_size, ttl_dns_cache=300),
+                # One limit for the whole request, so a server that trickles bytes cannot hold
+                # a request open past --timeout.
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=timeout),
+                # Not trust_env: aiohttp would then re-read the environment and ~/.netrc in a
+                # worker thread on every request (most of our CPU per request), and a netrc entry
+                # for the API host would clash with our own Authorization header. Proxies from
+                # HTTPS_PROXY/NO_PROXY are honoured by _proxy_for, once per host.
+                trust_env=False,
+                auto_decompress=True,
+            )
+        return self._session
+
+    def _proxy_for(self, target: str) -> str | None:
+        """The proxy the environment names for ``target`` (like twilio's sync client)."""
+        parts = urlsplit(target)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxies:
+            proxy = getproxies().get(parts.scheme)
+            if proxy and proxy_bypass(parts.hostname or ""):
+                proxy = None
+            self._proxies[key] = proxy or None
+        return self._proxies[key]
+
+    def _target(self, url: str) -> tuple[str, str]:
+        """(the URL to connect to, the Twilio host it is meant for); refuses other hosts."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme != "https" or host not in self._hosts or parts.port not in (None, 443):
+            raise BadResponse(
+                f"refusing to send credentials to {parts.scheme}://{parts.netloc}: "
+                "not a Twilio API host of the configured region (a page URL in Twilio's answer "
+                "named it)"
+            )
+        if parts.username or parts.password:
+            raise BadResponse("refusing a URL with credentials in it")
+        if self._base is None:
+            return url, host
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{self._base[0]}://{self._base[1]}{parts.path}{query}", host
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,  # noqa: FBT001, FBT002 - twilio's signature
+    ) -> Response:
+        target, host = self._target(url)
+        path = urlsplit(target).path
+        kind = request_kind(method, path)
+        send_headers = dict(headers or {})
+        if auth is not None:
+            send_headers["Authorization"] = _basic_auth(*auth)
+        if self._base is not None:
+            send_headers["Host"] = host
+        session = self._session_for_loop()
+        ticket = await self._limiter.acquire(kind)
+        self._metrics.sent(kind)
+        started = time.monotonic()
+        status: int | None = None
+        answer_headers: Mapping[str, str] = {}
+        try:
+            async with session.request(
+                method,
+                target,
+                params=_pairs(params),
+                data=_pairs(data) if method != "GET" else None,
+                headers=send_headers,
+                allow_redirects=False,
+                proxy=self._proxy_for(target),
+            ) as answer:
+                status, answer_headers = answer.status, answer.headers
+                body = await _read_capped(answer)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self._metrics.no_answer()
+            self._log(method, path, None, started, kind)
+            proxy = self._proxy_for(target)
+            shown = f"{host} (through proxy {urlsplit(proxy).netloc})" if proxy else host
+            raise _transport_error(exc, shown, self._connection.timeout) from exc
+        finally:
+            self._limiter.release(
+                ticket,
+                status=status,
+                headers=answer_headers,
+                retry_after=retry_after_seconds(answer_headers) if status == 429 else None,
+            )
+        self._clock.observe(header(answer_headers, "Date"))
+        self._metrics.answered(status)
+        self._log(method, path, status, started, kind)
+        text = _decode(body, kind)
+        if status >= 400:
+            raise error_from(status, text, answer_headers, kind)
+        if status >= 300 or status < 200:
+            raise BadResponse(f"Twilio answered HTTP {status} to {kind.replace('_', ' ')}")
+        return Response(status, text, answer_headers)
+
+    def _log(self, method: str, path: str, status: int | None, started: float, kind: str) -> None:
+        if log.isEnabledFor(logging.INFO):
+            took = (time.monotonic() - started) * 1000
+            log.info(
+                "%s %s -> %s in %.0f ms (try %d)",
+                method,
+                path,
+                status if status is not None else "no answer",
+                took,
+                ATTEMPT.get(),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _read_capped(answer: aiohttp.ClientResponse) -> bytes:
+    if answer.content_length is not None and answer.content_length > MAX_ANSWER_BYTES:
+        raise BadResponse(f"Twilio's answer is {answer.content_length} bytes, more than allowed")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise BadResponse(f"Twilio's answer is larger than {MAX_ANSWER_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(body: bytes, kind: str) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadResponse(
+            f"Twilio's answer to {kind.replace('_', ' ')} is not UTF-8 text"
+        ) from None

@@ -1,0 +1,288 @@
+"""The limiter, the pacer, the retry policy and Twilio's clock, on fake clocks (milliseconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from stuck_tasks.clock import TwilioClock
+from stuck_tasks.errors import ApiError, DeadlineExceeded, TransportError
+from stuck_tasks.pacing import Pacer
+from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Reads, RetryPolicy, Stop
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ------------------------------------------------------------------ the limiter
+
+
+def test_one_cut_per_round_trip():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock)
+
+    async def go():
+        tickets = [await limiter.acquire() for _ in range(10)]  # sent together
+        clock.now += 0.1
+        for ticket in tickets:  # all answered 429
+            limiter.release(ticket, status=429)
+        return limiter.limit
+
+    assert asyncio.run(go()) == pytest.approx(70.0)  # cut once, not ten times
+
+
+def test_a_429_sent_after_the_cut_cuts_again():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock)
+
+    async def go():
+        first = await limiter.acquire()
+        clock.now += 0.1
+        limiter.release(first, status=429)
+        clock.now += 0.1
+        second = await limiter.acquire()
+        clock.now += 0.1
+        limiter.release(second, status=429)
+        return limiter.limit
+
+    assert asyncio.run(go()) == pytest.approx(49.0)
+
+
+def test_successes_recover_by_about_one_request_per_round_trip():
+    limiter = AdaptiveLimiter(10, metrics=Metrics())
+    limiter.limit = 5.0
+
+    async def go():
+        tickets = [await limiter.acquire() for _ in range(5)]
+        for ticket in tickets:
+            limiter.release(ticket, status=200)
+        return limiter.limit
+
+    assert 5.9 < asyncio.run(go()) < 6.1
+
+
+def test_retry_after_pauses_every_request():
+    limiter = AdaptiveLimiter(10, metrics=Metrics())
+
+    async def go():
+        ticket = await limiter.acquire()
+        limiter.release(ticket, status=429, retry_after=0.2)
+        started = time.monotonic()
+        await limiter.acquire()
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) >= 0.19
+
+
+def test_a_cancelled_waiter_passes_its_slot_on():
+    limiter = AdaptiveLimiter(1, metrics=Metrics())
+
+    async def go():
+        held = await limiter.acquire()
+        first = asyncio.ensure_future(limiter.acquire())
+        second = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        limiter.release(held, status=200)  # wakes ``first`` ...
+        first.cancel()  # ... which is cancelled before it runs: the slot must go to ``second``
+        return await asyncio.wait_for(second, timeout=1)
+
+    assert asyncio.run(go()) is not None
+
+
+def test_the_limit_never_goes_below_one():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(4, metrics=Metrics(), clock=clock)
+
+    async def go():
+        for _ in range(20):
+            ticket = await limiter.acquire()
+            clock.now += 1
+            limiter.release(ticket, status=429)
+        return limiter.limit
+
+    assert asyncio.run(go()) == 1.0
+
+
+# ------------------------------------------------------------------ TaskRouter's budget headers
+
+
+def headers(remaining: int, limit: float = 25, window: int = 10) -> dict[str, str]:
+    return {
+        "X-Rate-Limit-Limit": str(limit),
+        "X-Rate-Limit-Remaining": str(remaining),
+        "X-Rate-Limit-Config": f"Task-Update;window={window}",
+    }
+
+
+def test_no_headers_no_pacing():
+    pacer = Pacer(clock=FakeClock())
+    pacer.answered("update_task", status=200, headers={})
+    assert pacer.delay("update_task") == 0.0
+
+
+def test_a_spent_budget_waits_for_our_oldest_request_to_leave_the_window():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    for left in range(249, -1, -1):  # our own 250 requests spend the whole budget at t=1000
+        pacer.sending("update_task")
+        pacer.answered("update_task", status=200, headers=headers(left))
+    assert pacer.delay("update_task") == pytest.approx(10.0)
+    clock.now += 4
+    assert pacer.delay("update_task") == pytest.approx(6.0)
+    clock.now += 6.001
+    assert pacer.delay("update_task") == 0.0
+
+
+def test_budget_others_use_is_left_to_them():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    # Our first answer says 100 remain of 250: someone else (the Flex UI) spent 149.
+    pacer.sending("update_task")
+    pacer.answered("update_task", status=200, headers=headers(100))
+    for _ in range(98):
+        assert pacer.delay("update_task") == 0.0
+        pacer.sending("update_task")  # in flight, not answered yet
+    assert pacer.delay("update_task") > 0  # 149 theirs, 1 ours, 98 in flight, 2 kept in hand
+
+
+def test_each_endpoint_has_its_own_budget():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    pacer.answered("update_task", status=200, headers=headers(0))
+    assert pacer.delay("update_task") > 0
+    assert pacer.delay("fetch_task") == 0.0
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        {"X-Rate-Limit-Remaining": "lots"},
+        {"X-Rate-Limit-Remaining": "-3"},
+        {"X-Rate-Limit-Remaining": "nan"},
+        {"X-Rate-Limit-Limit": "inf", "X-Rate-Limit-Remaining": "oops"},
+        {"X-Rate-Limit-Config": "window=banana"},
+    ],
+)
+def test_headers_that_do_not_parse_are_ignored(garbage):
+    pacer = Pacer(clock=FakeClock())
+    pacer.answered("fetch_task", status=200, headers=garbage)
+    assert pacer.delay("fetch_task") == 0.0
+
+
+def test_remaining_without_a_limit_probes_slowly_when_empty():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    pacer.sending("fetch_task")
+    pacer.answered("fetch_task", status=200, headers={"X-Rate-Limit-Remaining": "0"})
+    assert 0 < pacer.delay("fetch_task") <= 0.25
+
+
+# ------------------------------------------------------------------ the retry policy
+
+
+def reads(attempts: int = 3, deadline: float = 10.0, stop: Stop | None = None) -> Reads:
+    policy = RetryPolicy(
+        attempts=attempts, base=0.001, cap=0.002, deadline=time.monotonic() + deadline
+    )
+    return Reads(policy, Metrics(), stop or Stop())
+
+
+def flaky(*answers):
+    queue = list(answers)
+
+    async def op():
+        answer = queue.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return op
+
+
+def test_a_read_gives_up_after_its_attempts():
+    op = flaky(*([ApiError(503, 20503, "down")] * 5))
+    with pytest.raises(ApiError):
+        asyncio.run(reads(attempts=3).call(op))
+
+
+def test_429s_do_not_count_against_the_attempts():
+    op = flaky(*([ApiError(429, 20429, "Too Many Requests")] * 8), "ok")
+    assert asyncio.run(reads(attempts=3).call(op)) == "ok"
+
+
+def test_a_4xx_is_not_retried():
+    calls = []
+
+    async def op():
+        calls.append(1)
+        raise ApiError(400, 20001, "bad")
+
+    with pytest.raises(ApiError):
+        asyncio.run(reads().call(op))
+    assert len(calls) == 1
+
+
+def test_the_deadline_ends_retries():
+    op = flaky(*([TransportError("down", sent=False)] * 1000))
+    r = Reads(
+        RetryPolicy(attempts=1000, base=0.05, cap=0.05, deadline=time.monotonic() + 0.2),
+        Metrics(),
+        Stop(),
+    )
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(r.call(op))
+
+
+def test_a_stop_ends_retries_of_ordinary_reads_but_not_of_settling_ones():
+    stop = Stop()
+    stop.interrupt()
+    with pytest.raises(TransportError):
+        asyncio.run(reads(stop=stop).call(flaky(TransportError("x", sent=False), "ok")))
+    assert (
+        asyncio.run(
+            reads(stop=stop).call(flaky(TransportError("x", sent=False), "ok"), settling=True)
+        )
+        == "ok"
+    )
+
+
+def test_retry_delays_are_jittered_exponential_and_capped():
+    policy = RetryPolicy(base=0.25, cap=10.0)
+    assert 0.125 <= policy.delay(1) <= 0.25
+    assert 2.0 <= policy.delay(5) <= 4.0
+    assert 5.0 <= policy.delay(40) <= 10.0
+    assert policy.delay(1, retry_after=3.0) == 3.0
+
+
+# ------------------------------------------------------------------ Twilio's clock
+
+
+def test_twilio_clock_is_a_lower_bound_from_date_headers():
+    local = FakeClock()
+    local.now = 1_800_000_000.0  # our clock
+    clock = TwilioClock(local)
+    # Twilio's clock is five minutes behind ours: its Date says so.
+    clock.observe("Fri, 15 Jan 2027 07:55:00 GMT", received_at=1_800_000_000.0)
+    assert clock.offset == pytest.approx(-300.0)
+    assert clock.now().timestamp() == pytest.approx(1_800_000_000.0 - 300.0)
+    # A later answer that shows less lag raises the bound; one that shows more does not lower it.
+    clock.observe("Fri, 15 Jan 2027 07:55:05 GMT", received_at=1_800_000_004.0)
+    assert clock.offset == pytest.approx(-299.0)
+    clock.observe("Fri, 15 Jan 2027 07:50:00 GMT", received_at=1_800_000_004.0)
+    assert clock.offset == pytest.approx(-299.0)
+
+
+@pytest.mark.parametrize(
+    "bad", [None, "", "yesterday", "Mon, 32 Foo 2026 99:00:00 GMT", "Fri, 15 Jan 1990 07:55:00 GMT"]
+)
+def test_a_missing_or_absurd_date_header_is_ignored(bad):
+    clock = TwilioClock(FakeClock())
+    clock.observe(bad)
+    assert clock.offset is None
