@@ -14,18 +14,19 @@ import aiohttp
 import pytest
 import requests
 
+from emulator_client import API, TASKROUTER, EmulatorSession
 from stuck_tasks.emulator import Emulator, Faults
 
 
 @dataclass
 class World:
     emu: Emulator
-    session: requests.Session
+    session: EmulatorSession
     auth: tuple[str, str]
     ws: str
 
     def tasks_url(self, sid: str = "") -> str:
-        url = f"{self.emu.base_url}/v1/Workspaces/{self.ws}/Tasks"
+        url = f"{TASKROUTER}/v1/Workspaces/{self.ws}/Tasks"
         return f"{url}/{sid}" if sid else url
 
 
@@ -34,8 +35,7 @@ def world() -> Iterator[World]:
     with Emulator() as emu:
         acct = emu.add_account()
         ws = emu.add_workspace(acct.sid)
-        session = requests.Session()
-        session.auth = (acct.sid, acct.auth_token)
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
         yield World(emu, session, (acct.sid, acct.auth_token), ws.sid)
 
 
@@ -51,8 +51,7 @@ def test_concurrency_limit_answers_429_to_the_excess(world: World) -> None:
     barrier = threading.Barrier(limit + 5)
 
     def one(_: int) -> int:
-        with requests.Session() as s:
-            s.auth = world.auth
+        with EmulatorSession(world.emu.base_url, world.auth) as s:
             barrier.wait()
             return s.get(world.tasks_url()).status_code
 
@@ -138,9 +137,11 @@ def test_aiohttp_client_sees_a_server_disconnect(world: World) -> None:
 
     async def post() -> None:
         token = base64.b64encode(":".join(world.auth).encode()).decode()
-        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
+        headers = {"Authorization": f"Basic {token}", "Host": "taskrouter.twilio.com"}
+        async with aiohttp.ClientSession(headers=headers) as session:
             data = {"AssignmentStatus": "canceled", "Reason": "x"}
-            async with session.post(world.tasks_url(sid), data=data) as resp:
+            url = f"{world.emu.base_url}/v1/Workspaces/{world.ws}/Tasks/{sid}"
+            async with session.post(url, data=data) as resp:
                 await resp.read()
 
     with pytest.raises(aiohttp.ServerDisconnectedError):
@@ -253,7 +254,7 @@ def test_faults_validate_their_knobs() -> None:
 
 def test_a_broken_call_answers_500_until_repaired(world: World) -> None:
     call = world.emu.add_call(world.auth[0], "completed")
-    url = f"{world.emu.base_url}/2010-04-01/Accounts/{world.auth[0]}/Calls/{call}.json"
+    url = f"{API}/2010-04-01/Accounts/{world.auth[0]}/Calls/{call}.json"
     world.emu.break_call(call)
     resp = world.session.get(url)
     assert (resp.status_code, resp.json()["code"]) == (500, 20500)

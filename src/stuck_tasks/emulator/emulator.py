@@ -15,6 +15,8 @@ from .faults import Faults
 from .server import TwilioApp
 from .world import World
 
+_MAX_LINE = 1 << 20
+
 
 class Emulator(World):
     """A local Twilio REST API (TaskRouter, v2010 Calls/Conferences, Flex Interactions, Conversations).
@@ -66,7 +68,15 @@ class Emulator(World):
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         runner = web.AppRunner(
-            TwilioApp(self).build(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+            TwilioApp(self).build(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            # aiohttp's own 8 KiB limits answer text/plain 400s outside the app; with these
+            # raised, over-long request lines and headers reach the app and get Twilio's JSON
+            # error body instead.
+            max_line_size=_MAX_LINE,
+            max_field_size=_MAX_LINE,
         )
         try:
             loop.run_until_complete(runner.setup())

@@ -25,6 +25,7 @@ ERROR_MESSAGES = {
     20404: "The requested resource was not found",
     20429: "Too Many Requests",
     20500: "Internal Server Error",
+    70051: "Authorization Failed",
     80906: "Interaction Not Open",
     20503: "Service Unavailable",
 }
@@ -41,6 +42,11 @@ def rfc2822(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     return format_datetime(dt.astimezone(timezone.utc).replace(microsecond=0))
+
+
+def imf_fixdate(dt: datetime) -> str:
+    """The HTTP Date header (RFC 7231 IMF-fixdate, whole seconds): "Sun, 06 Nov 1994 08:49:37 GMT"."""
+    return format_datetime(dt.astimezone(timezone.utc).replace(microsecond=0), usegmt=True)
 
 
 def error_body(status: int, code: int, message: str | None = None) -> JSON:
@@ -60,9 +66,10 @@ def task_json(t: TaskRecord, base: str, now: datetime, *, full: bool) -> JSON:
         "account_sid": t.account_sid,
         "age": max(0, int((now - t.date_created).total_seconds())),
         "assignment_status": t.status,
-        # Undocumented in practice (the spec's own list examples show attributes): we follow the
-        # schema prose "only displayed in FETCH action that returns a single resource. Otherwise,
-        # it will be null" because it is stricter: a client must fetch each task to read them.
+        # Conflicting sources: the schema prose says attributes are "only displayed in FETCH
+        # action that returns a single resource. Otherwise, it will be null", the spec's own list
+        # examples (and Twilio's support script) show them. Lists follow the prose (stricter: a
+        # client must fetch each task to read them) unless Faults.list_attributes is set.
         "attributes": t.attributes if full else None,
         "addons": "{}",
         "date_created": created,
@@ -152,7 +159,9 @@ def account_json(acct: Account) -> JSON:
     camel = {name: "".join(p.capitalize() for p in name.split("_")) for name in subresources}
     camel["sip"] = "SIP"
     return {
-        # auth_token is deliberately not returned (Twilio returns it; we never echo secrets).
+        # Twilio returns the auth token (twilio-oai api.v2010.account, field auth_token): a
+        # client that logs or stores this body leaks it, so the emulator returns it too.
+        "auth_token": acct.auth_token,
         "date_created": rfc2822(acct.date_created),
         "date_updated": rfc2822(acct.date_created),
         "friendly_name": acct.friendly_name,
