@@ -179,6 +179,16 @@ def test_max_page_size_serves_short_pages(world: World) -> None:
     assert [t.sid for t in streamed] == sids
 
 
+def test_list_attributes_puts_each_tasks_attributes_on_list_pages(world: World) -> None:
+    sid = world.emu.add_task(world.ws, "pending", attributes={"call_sid": "CA" + "1" * 32})
+    assert [t["attributes"] for t in world.session.get(world.tasks_url()).json()["tasks"]] == [None]
+    world.emu.set_faults(Faults(list_attributes=True))
+    (listed,) = world.session.get(world.tasks_url()).json()["tasks"]
+    assert listed["attributes"] == world.emu.task(sid).attributes
+    (streamed,) = world.client.taskrouter.v1.workspaces(world.ws).tasks.list(page_size=50)
+    assert json.loads(streamed.attributes) == {"call_sid": "CA" + "1" * 32}
+
+
 def test_workspaces_list_and_fetch_are_per_account(world: World) -> None:
     other = world.emu.add_account("Other")
     world.emu.add_workspace(other.sid, "Theirs")

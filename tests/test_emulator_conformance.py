@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from emulator_client import API, CONVERSATIONS, FLEX, TASKROUTER, EmulatorSession
-from stuck_tasks.emulator import Emulator
+from stuck_tasks.emulator import Emulator, Faults
 
 SPECS = Path(__file__).parent / "reference" / "twilio-oai"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -437,3 +437,268 @@ def test_trimmed_definitions_keep_only_the_emulated_operations() -> None:
         "inactive",
     ]
     assert schemas["interaction_channel_participant_enum_status"]["enum"] == ["closed", "wrapup"]
+
+
+# ---------------------------------------------------------------- corrections of 2026-12-01
+# One focused test per behaviour; the exhaustive ones live in test_emulator_auth.py,
+# test_emulator_hosts.py, test_emulator_faults.py, test_emulator_flex.py and
+# test_emulator_fuzz.py.
+
+IMF_FIXDATE = re.compile(r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$")
+ERROR_KEYS = {"code", "message", "more_info", "status"}
+
+
+def twilio_error(resp: Any, status: int, code: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["Content-Type"].startswith("application/json")
+    body: dict[str, Any] = resp.json()
+    assert set(body) == ERROR_KEYS
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
+    return body
+
+
+def test_api_key_kinds(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    account = session.auth[0]
+    account_url = f"{API}/2010-04-01/Accounts/{account}.json"
+    tasks_url = f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks"
+    main = emu.add_api_key(account, kind="main")
+    standard = emu.add_api_key(account)
+    restricted = emu.add_api_key(
+        account, kind="restricted", permissions=["/twilio/taskrouter/workspaces/tasks/read"]
+    )
+
+    def get(key: Any, url: str) -> Any:
+        return EmulatorSession(emu.base_url, (key.sid, key.secret)).get(url)
+
+    assert get(main, account_url).status_code == 200
+    assert twilio_error(get(standard, account_url), 401, 20003)["message"] == "Authenticate"
+    assert get(standard, tasks_url).status_code == 200
+    assert get(restricted, tasks_url).status_code == 200
+    body = twilio_error(get(restricted, account_url), 403, 70051)
+    assert body["message"] == "Authorization Failed"
+    twilio_error(get(restricted, f"{TASKROUTER}/v1/Workspaces/{ws}"), 403, 70051)
+
+
+def test_another_accounts_v2010_path_is_401(world: Any) -> None:
+    emu, session, _, _, _ = world
+    other = emu.add_account("Other")
+    their_call = emu.add_call(other.sid)
+    resp = session.get(f"{API}/2010-04-01/Accounts/{other.sid}/Calls/{their_call}.json")
+    assert twilio_error(resp, 401, 20003)["message"] == "Authenticate"
+
+
+def test_the_account_body_carries_the_auth_token(world: Any) -> None:
+    _, session, _, _, _ = world
+    acct, token = session.auth
+    body = session.get(f"{API}/2010-04-01/Accounts/{acct}.json").json()
+    assert body["auth_token"] == token
+    assert body["uri"] == f"/2010-04-01/Accounts/{acct}.json"
+
+
+def test_conference_list_without_status_is_in_progress_only(world: Any) -> None:
+    emu, session, _, _, _ = world
+    acct = session.auth[0]
+    by_status = {
+        s: emu.add_conference(
+            acct,
+            friendly_name="WTroom",
+            status=s,
+            ended_ago=timedelta(minutes=5) if s == "completed" else None,
+        )
+        for s in ("init", "in-progress", "completed")
+    }
+    url = f"{API}/2010-04-01/Accounts/{acct}/Conferences.json"
+    for params, expected in (
+        ({}, ["in-progress"]),
+        ({"FriendlyName": "WTroom"}, ["in-progress"]),
+        ({"Status": "completed"}, ["completed"]),
+        ({"Status": "init"}, ["init"]),
+        ({"Status": "in-progress"}, ["in-progress"]),
+    ):
+        body = session.get(url, params=params).json()
+        assert [c["sid"] for c in body["conferences"]] == [by_status[s] for s in expected], params
+        for i, conf in enumerate(body["conferences"]):
+            assert conference_violations(conf, f"conferences[{i}]") == []
+
+
+def test_date_header_and_timestamps_come_from_twilios_clock() -> None:
+    real = datetime(2026, 12, 1, 9, 30, 15, 999_000, tzinfo=timezone.utc)
+    with Emulator(Faults(clock_offset=-120.0), clock=lambda: real) as emu:
+        acct = emu.add_account()
+        ws = emu.add_workspace(acct.sid)
+        sid = emu.add_task(ws.sid, "pending", age=timedelta(0))
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
+        resp = session.get(f"{TASKROUTER}/v1/Workspaces/{ws.sid}/Tasks/{sid}")
+        assert IMF_FIXDATE.match(resp.headers["Date"])
+        assert resp.headers["Date"] == "Tue, 01 Dec 2026 09:28:15 GMT"
+        assert resp.json()["date_created"] == "2026-12-01T09:28:15Z"
+        assert resp.json()["age"] == 0
+
+
+def test_answers_name_the_twilio_host_the_request_named(world: Any) -> None:
+    emu, _, _, _, _ = world
+    ie = emu.add_account("Dublin", region="ie1")
+    ws = emu.add_workspace(ie.sid).sid
+    sid = emu.add_task(ws, "assigned")
+    session = EmulatorSession(emu.base_url, (ie.sid, ie.auth_token))
+    host = "https://taskrouter.dublin.ie1.twilio.com"
+    body = session.get(f"{host}/v1/Workspaces/{ws}/Tasks/{sid}").json()
+    schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks/{Sid}", "get")
+    assert list(violations(TASKS_SPEC, schema, body, "task")) == []
+    assert body["url"] == f"{host}/v1/Workspaces/{ws}/Tasks/{sid}"
+    assert emu.request_log[-1].host == "taskrouter.dublin.ie1.twilio.com"
+    twilio_error(session.get(f"{TASKROUTER}/v1/Workspaces/{ws}"), 401, 20003)  # wrong region
+    twilio_error(session.get(f"https://api.dublin.ie1.twilio.com/v1/Workspaces/{ws}"), 404, 20404)
+    twilio_error(session.get(f"https://taskrouter.ie1.twilio.com/v1/Workspaces/{ws}"), 404, 20404)
+    twilio_error(session.get(f"{emu.base_url}/v1/Workspaces/{ws}"), 404, 20404)
+
+
+def test_list_pages_with_attributes_match_the_list_schema(world: Any) -> None:
+    emu, session, ws, task, _ = world
+    emu.set_faults(Faults(list_attributes=True))
+    body = session.get(f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks").json()
+    schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks", "get")
+    assert list(violations(TASKS_SPEC, schema, body, "page")) == []
+    assert {t["sid"]: t["attributes"] for t in body["tasks"]}[task] == emu.task(task).attributes
+
+
+def test_an_accepted_close_of_a_closed_channel_matches_the_channel_schema(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    emu.set_faults(Faults(closed_channel_close="accept"))
+    refs = emu.add_interaction(
+        session.auth[0],
+        workspace_sid=ws,
+        channel_status="closed",
+        agent_status=None,
+        task={"status": "reserved"},
+    )
+    url = f"{FLEX}/v1/Interactions/{refs.interaction_sid}/Channels/{refs.channel_sid}"
+    resp = session.post(url, data={"Status": "closed", "Routing": '{"status":"closed"}'})
+    assert resp.status_code == 200, resp.text
+    schema = response_schema(FLEX_SPEC, CHANNEL_PATH, "post")
+    assert list(violations(FLEX_SPEC, schema, resp.json(), "channel")) == []
+    assert emu.task(refs.task_sid).status == "canceled"
+    emu.set_faults(Faults())
+    again = emu.add_interaction(session.auth[0], workspace_sid=ws, channel_status="closed")
+    url = f"{FLEX}/v1/Interactions/{again.interaction_sid}/Channels/{again.channel_sid}"
+    resp = session.post(url, data={"Status": "closed", "Routing": '{"status":"closed"}'})
+    assert twilio_error(resp, 400, 80906)["message"].startswith("Interaction Not Open")
+
+
+def test_revocation_and_broken_answers_after_a_write(world: Any) -> None:
+    emu, session, ws, task, _ = world
+    url = f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/{task}"
+    emu.set_faults(Faults(html_after_write_rate=1.0))
+    html = session.post(url, data={"Priority": "1"})
+    assert (html.status_code, html.headers["Content-Type"].split(";")[0]) == (200, "text/html")
+    emu.set_faults(Faults(garbled_after_write_rate=1.0))
+    cut = session.post(url, data={"Priority": "2"})
+    assert cut.status_code == 200
+    assert cut.text.startswith("{")
+    assert not cut.text.endswith("}")
+    assert [m.before_revision for m in emu.mutations] == [0, 1]
+    emu.set_faults(Faults(revoke_after=0))
+    assert twilio_error(session.get(url), 401, 20003)["message"] == "Authenticate"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "status"),
+    [
+        ("POST", "TASK", {"Content-Type": "application/json"}, b'{"Priority": 1}', 400),
+        ("POST", "TASK", {"Content-Type": "text/plain"}, b"Priority=1", 400),
+        ("POST", "TASK", {"Content-Type": ";;;"}, b"Priority=1", 400),
+        ("POST", "TASK", {"Content-Type": "multipart/form-data; boundary=x"}, b"--x--", 400),
+        ("POST", "TASK", {}, b"Priority=1", 400),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Priority=%ZZ",
+            400,
+        ),
+        ("POST", "TASK", {"Content-Type": "application/x-www-form-urlencoded"}, b"Reason=%FF", 400),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Reason=\xff",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Priority=1&Priority=2",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"},
+            b"Priority=1",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Priority=%EF%BC%91",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Attributes=" + b"%5B" * 100_000,
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Attributes=%7B%22a%22%3ANaN%7D",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Reason=" + b"x" * 2_000_000,
+            413,
+        ),
+        ("GET", "TASKS?PageSize=1_000", {}, b"", 400),
+        ("GET", "TASKS?PageSize=9" + "9" * 40, {}, b"", 400),
+        ("GET", "TASKS?Priority=%ZZ", {}, b"", 400),
+        ("GET", "TASKS?Ordering=" + "x" * 100_000, {}, b"", 400),
+        ("DELETE", "TASK", {}, b"", 405),
+        ("PUT", "TASKS", {}, b"", 405),
+        ("GET", "/v1/Workspaces/WS1/Tasks/WT1/Reservations", {}, b"", 404),
+        ("GET", "/", {}, b"", 404),
+    ],
+)
+def test_malformed_requests_get_twilio_error_bodies(
+    world: Any, method: str, path: str, headers: dict[str, str], body: bytes, status: int
+) -> None:
+    emu, session, ws, task, _ = world
+    path = path.replace("TASKS", f"/v1/Workspaces/{ws}/Tasks").replace(
+        "TASK", f"/v1/Workspaces/{ws}/Tasks/{task}"
+    )
+    resp = session.request(method, f"{TASKROUTER}{path}", data=body, headers=headers)
+    expected = {400: 20001, 404: 20404, 405: 20004, 413: 20001}[status]
+    twilio_error(resp, status, expected)
+    assert emu.mutations == []
+
+
+def test_the_admin_endpoint_round_trips_every_knob() -> None:
+    faults = Faults(
+        clock_offset=-5.5,
+        list_attributes=True,
+        closed_channel_close="accept",
+        revoke_after=3,
+        html_after_write_rate=0.1,
+        garbled_after_write_rate=0.2,
+    )
+    assert Faults.from_mapping(faults.to_dict()) == faults
+    assert Faults.from_mapping(json.loads(json.dumps(faults.to_dict()))) == faults

@@ -546,3 +546,97 @@ def test_opt_in_platform_events(world: World, kind: str) -> None:
     assert "channel_close" not in Faults().platform_event_kinds
     with pytest.raises(ValueError, match="unknown platform event kinds"):
         Faults(platform_event_kinds=("meteor",))
+
+
+# ---------------------------------------------------------------- closing a closed channel
+
+
+def stranded(world: World) -> InteractionRefs:
+    """A reserved messaging task on a closed channel with no agent participant."""
+    return world.interaction(
+        channel_status="closed", agent_status=None, task={"status": "reserved"}
+    )
+
+
+def test_a_reserved_task_can_be_stranded_on_a_closed_channel(world: World) -> None:
+    refs = stranded(world)
+    assert refs.agent_participant_sid is None
+    view = world.emu.interaction_channel(refs.interaction_sid, refs.channel_sid)
+    assert view.status == "closed"
+    assert [(p.type, p.status) for p in view.participants] == [("customer", "closed")]
+    task = world.emu.task(refs.task_sid)
+    assert (task.status, task.channel) == ("reserved", "chat")
+    assert json.loads(task.attributes)["flexInteractionChannelSid"] == refs.channel_sid
+    assert world.emu.conversation(refs.conversation_sid).state == "closed"  # type: ignore[arg-type]
+
+
+def test_closing_a_closed_channel_is_refused_by_default(world: World) -> None:
+    refs = stranded(world)
+    assert world.emu.faults.closed_channel_close == "refuse"
+    form = {"Status": "closed", "Routing": '{"status":"closed"}'}
+    assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+    assert world.emu.task(refs.task_sid).status == "reserved"
+    assert world.emu.flex_writes == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("pending", "canceled"),
+        ("reserved", "canceled"),
+        ("assigned", "completed"),
+        ("wrapping", "completed"),
+    ],
+)
+def test_accept_closes_the_open_tasks_of_a_closed_channel(
+    world: World, before: str, after: str
+) -> None:
+    world.emu.set_faults(Faults(closed_channel_close="accept"))
+    refs = world.interaction(channel_status="closed", agent_status=None, task={"status": before})
+    form = {"Status": "closed", "Routing": '{"status":"closed"}'}
+    resp = world.session.post(world.channel_url(refs), data=form)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "closed"
+    task = world.emu.task(refs.task_sid)
+    assert (task.status, task.reason, task.history[-1].by) == (
+        after,
+        "Interaction channel closed",
+        "platform",
+    )
+    (write,) = world.emu.flex_writes
+    assert (write.route, write.before_channel_status, write.after_channel_status) == (
+        "update_interaction_channel",
+        "closed",
+        "closed",
+    )
+    assert [(c.task_sid, c.before, c.after) for c in write.task_changes] == [
+        (refs.task_sid, before, after)
+    ]
+    assert world.emu.mutations == []
+    # Nothing is left open now: the next close is 80906 again.
+    assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [{"Status": "closed"}, {"Status": "inactive", "Routing": '{"status":"closed"}'}],
+)
+def test_accept_still_needs_status_closed_with_routing_closed(
+    world: World, form: dict[str, str]
+) -> None:
+    world.emu.set_faults(Faults(closed_channel_close="accept"))
+    refs = stranded(world)
+    assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+    assert world.emu.task(refs.task_sid).status == "reserved"
+
+
+def test_accept_refuses_failed_channels_and_closed_ones_with_nothing_open(world: World) -> None:
+    world.emu.set_faults(Faults(closed_channel_close="accept"))
+    form = {"Status": "closed", "Routing": '{"status":"closed"}'}
+    failed = world.interaction(
+        channel_status="failed", agent_status=None, task={"status": "reserved"}
+    )
+    done = world.interaction(channel_status="closed", task={"status": "completed"})
+    for refs in (failed, done):
+        assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+    assert world.emu.flex_writes == []
