@@ -668,6 +668,13 @@ def test_revocation_and_broken_answers_after_a_write(world: Any) -> None:
             b"Reason=" + b"x" * 2_000_000,
             413,
         ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+            b"Priority=1",
+            400,
+        ),
         ("GET", "TASKS?PageSize=1_000", {}, b"", 400),
         ("GET", "TASKS?PageSize=9" + "9" * 40, {}, b"", 400),
         ("GET", "TASKS?Priority=%ZZ", {}, b"", 400),

@@ -77,6 +77,9 @@ class Emulator(World):
             # error body instead.
             max_line_size=_MAX_LINE,
             max_field_size=_MAX_LINE,
+            # Bodies arrive as sent: the app refuses any Content-Encoding with Twilio's error
+            # body (aiohttp would inflate gzip itself and answer bad data with a plain 400).
+            auto_decompress=False,
         )
         try:
             loop.run_until_complete(runner.setup())

@@ -119,6 +119,10 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], ApiError | N
     """A POST's form: Twilio's APIs take application/x-www-form-urlencoded bodies only."""
     if request.method != "POST":
         return {}, None
+    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        # Undocumented: no Twilio client compresses request bodies; aiohttp would inflate gzip
+        # and pass unknown codings through as they are. Refused (stricter).
+        return {}, ApiError(400, 20001, "Content-Encoding is not supported")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
