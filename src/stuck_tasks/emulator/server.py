@@ -252,49 +252,42 @@ class TwilioApp:
         raw_host = request.headers.get("Host", "")
         revoked = world.revoked()
         try:
-            host: TwilioHost | None = parse_host(raw_host)
+            host: TwilioHost | HostRefused = parse_host(raw_host)
         except HostRefused as exc:
-            host, refused = None, str(exc)
-        path_product = product_for_path(request.path)
+            host = exc
         route = request.match_info.route
         kind = route.name if route.name and request.match_info.http_exception is None else "other"
-        if host is None or path_product != host.product:
+        on_its_host = (
+            isinstance(host, TwilioHost) and product_for_path(request.path) == host.product
+        )
+        if not on_its_host:
             kind = "other"
         world.count(kind)
         query, bad_query = _parse_query(request)
         form, bad_body = await _read_form(request)
         if_match = request.headers.get("If-Match")
-        principal = None if host is None else self._principal(request)
+        principal = self._principal(request) if isinstance(host, TwilioHost) else None
         world.maybe_platform_event()
         account_sid: str | None = None
-        fault: str | None = None
-        if host is None:
+        if isinstance(host, HostRefused):
             # Not a Twilio product host that is served (the emulator's own address, a retired
             # or unknown host): nothing there answers any Twilio route (strict).
-            outcome = _Outcome(error_response(404, 20404, refused), code=20404)
-        elif principal is None or revoked:
-            fault = "revoked" if principal is not None else None
+            outcome = _Outcome(error_response(404, 20404, str(host)), code=20404)
+        elif principal is None or revoked or principal.region != host.region:
+            # Bad or revoked credentials; or credentials of another region: error 20003 lists
+            # "Attempted API Key is for the incorrect Twilio Region", and IE1 needs IE1
+            # credentials (TWILIO_FACTS §6, §7).
+            fault = "revoked" if principal is not None and revoked else None
             outcome = _Outcome(error_response(401, 20003, "Authenticate"), code=20003, fault=fault)
-        elif principal.region != host.region:
-            # Error 20003 lists "Attempted API Key is for the incorrect Twilio Region"; IE1
-            # needs IE1 credentials (TWILIO_FACTS §6, §7).
-            outcome = _Outcome(error_response(401, 20003, "Authenticate"), code=20003)
-        elif path_product != host.product:
+        elif not on_its_host:
             # A path sent to another product's host: 404/20404, as Twilio answers.
             account_sid = principal.account_sid
             outcome = _Outcome(error_response(404, 20404), code=20404)
         else:
             account_sid = principal.account_sid
+            ctx = _Ctx(account_sid, query, form, if_match, host.base_url)
             outcome = await self._screened(
-                request,
-                handler,
-                kind,
-                principal,
-                host,
-                query,
-                form,
-                if_match,
-                bad_query or bad_body,
+                request, handler, kind, principal, ctx, bad_query or bad_body
             )
         finished = time.monotonic()
         resp = outcome.response
@@ -336,10 +329,7 @@ class TwilioApp:
         handler: Handler,
         kind: str,
         principal: Principal,
-        host: TwilioHost,
-        query: dict[str, list[str]],
-        form: dict[str, str],
-        if_match: str | None,
+        ctx: _Ctx,
         malformed: ApiError | None,
     ) -> _Outcome:
         """Key permissions, then malformed requests, then the rate limits and the route."""
@@ -349,7 +339,6 @@ class TwilioApp:
             return _Outcome(resp, code=refused.code)
         if malformed is not None:
             return _Outcome(json_response(malformed.body(), malformed.status), code=malformed.code)
-        ctx = _Ctx(principal.account_sid, query, form, if_match, host.base_url)
         return await self._admitted(request, handler, kind, ctx)
 
     def _principal(self, request: web.Request) -> Principal | None:
