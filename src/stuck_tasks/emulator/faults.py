@@ -1,4 +1,5 @@
-"""Fault knobs of the emulator: latency, rate limits, errors, dropped connections, platform events."""
+"""Fault knobs of the emulator: latency, rate limits, errors, dropped connections, broken answers,
+revoked credentials, Twilio's clock, platform events."""
 
 from __future__ import annotations
 

@@ -250,7 +250,7 @@ class TwilioApp:
         started = time.monotonic()
         seq = world.next_seq()
         raw_host = request.headers.get("Host", "")
-        revoked = world.revoked()
+        revoked = world.revoked_on_this_request()
         try:
             host: TwilioHost | HostRefused = parse_host(raw_host)
         except HostRefused as exc:

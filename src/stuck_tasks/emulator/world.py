@@ -1116,7 +1116,7 @@ class World:
                 return Principal(key.account_sid, region, key.kind, frozenset(key.permissions))
         return None
 
-    def revoked(self) -> bool:
+    def revoked_on_this_request(self) -> bool:
         """Count one Twilio-route request; True once ``faults.revoke_after`` requests were
         answered since the faults were set (every credential is revoked from then on)."""
         with self._lock:
