@@ -22,7 +22,9 @@ class Emulator(World):
     """A local Twilio REST API (TaskRouter, v2010 Calls/Conferences, Flex Interactions, Conversations).
 
     ``start()`` serves on ``127.0.0.1`` (a free port by default) from a daemon thread with its
-    own event loop; the World methods stay usable from any thread while it runs.
+    own event loop; the World methods stay usable from any thread while it runs. Clients
+    connect to ``base_url`` and name the Twilio host they mean in the ``Host`` header
+    (``Host: taskrouter.twilio.com``); only ``/__emulator/...`` answers on any host.
     """
 
     def __init__(

@@ -1,4 +1,10 @@
-"""aiohttp application: Twilio routes, auth, fault injection, request log, admin routes."""
+"""aiohttp application: Twilio routes, hosts, auth, fault injection, request log, admin routes.
+
+Every Twilio-route request passes, in order: the Host (a served Twilio product host, else
+404/20404), the credentials (401/20003, also when revoked or of another region), the product
+(a path on another product's host: 404/20404), the key's permissions (401/20003 or 403/70051),
+a well-formed request (400), then the rate limits and the route itself.
+"""
 
 from __future__ import annotations
 
