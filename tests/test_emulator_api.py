@@ -14,7 +14,7 @@ from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from emulator_client import emulator_client
+from emulator_client import API, TASKROUTER, EmulatorSession, emulator_client
 from stuck_tasks.emulator import Emulator, Faults
 
 
@@ -22,12 +22,12 @@ from stuck_tasks.emulator import Emulator, Faults
 class World:
     emu: Emulator
     client: Client
-    session: requests.Session
+    session: EmulatorSession
     account_sid: str
     ws: str
 
     def tasks_url(self, sid: str = "") -> str:
-        url = f"{self.emu.base_url}/v1/Workspaces/{self.ws}/Tasks"
+        url = f"{TASKROUTER}/v1/Workspaces/{self.ws}/Tasks"
         return f"{url}/{sid}" if sid else url
 
     def task_api(self, sid: str) -> Any:
@@ -40,8 +40,7 @@ def world() -> Iterator[World]:
         acct = emu.add_account("Acme Support")
         ws = emu.add_workspace(acct.sid, "Support")
         client = emulator_client(emu.base_url, acct.sid, acct.auth_token, acct.sid)
-        session = requests.Session()
-        session.auth = (acct.sid, acct.auth_token)
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
         yield World(emu, client, session, acct.sid, ws.sid)
 
 
@@ -63,9 +62,7 @@ def test_2500_tasks_come_in_three_pages_with_absolute_next_urls(world: World) ->
         body = world.session.get(url).json()
         pages.append([t["sid"] for t in body["tasks"]])
         url = body["meta"]["next_page_url"]
-        assert url is None or url.startswith(
-            f"{world.emu.base_url}/v1/Workspaces/{world.ws}/Tasks?"
-        )
+        assert url is None or url.startswith(f"{TASKROUTER}/v1/Workspaces/{world.ws}/Tasks?")
     assert [len(p) for p in pages] == [1000, 1000, 500]
     assert [sid for page in pages for sid in page] == sids
 
@@ -182,14 +179,22 @@ def test_max_page_size_serves_short_pages(world: World) -> None:
     assert [t.sid for t in streamed] == sids
 
 
+def test_list_attributes_puts_each_tasks_attributes_on_list_pages(world: World) -> None:
+    sid = world.emu.add_task(world.ws, "pending", attributes={"call_sid": "CA" + "1" * 32})
+    assert [t["attributes"] for t in world.session.get(world.tasks_url()).json()["tasks"]] == [None]
+    world.emu.set_faults(Faults(list_attributes=True))
+    (listed,) = world.session.get(world.tasks_url()).json()["tasks"]
+    assert listed["attributes"] == world.emu.task(sid).attributes
+    (streamed,) = world.client.taskrouter.v1.workspaces(world.ws).tasks.list(page_size=50)
+    assert json.loads(streamed.attributes) == {"call_sid": "CA" + "1" * 32}
+
+
 def test_workspaces_list_and_fetch_are_per_account(world: World) -> None:
     other = world.emu.add_account("Other")
     world.emu.add_workspace(other.sid, "Theirs")
     names = [w.friendly_name for w in world.client.taskrouter.v1.workspaces.list()]
     assert names == ["Support"]
-    body = world.session.get(
-        f"{world.emu.base_url}/v1/Workspaces", params={"FriendlyName": "Nope"}
-    ).json()
+    body = world.session.get(f"{TASKROUTER}/v1/Workspaces", params={"FriendlyName": "Nope"}).json()
     assert body["workspaces"] == []
     assert body["meta"]["key"] == "workspaces"
     assert world.client.taskrouter.v1.workspaces(world.ws).fetch().friendly_name == "Support"
@@ -297,16 +302,15 @@ def test_closed_tasks_stay_fetchable_for_the_ttl_then_404() -> None:
         acct = emu.add_account()
         ws = emu.add_workspace(acct.sid)
         sid = emu.add_task(ws.sid, "pending")
-        session = requests.Session()
-        session.auth = (acct.sid, acct.auth_token)
-        url = f"{emu.base_url}/v1/Workspaces/{ws.sid}/Tasks/{sid}"
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
+        url = f"{TASKROUTER}/v1/Workspaces/{ws.sid}/Tasks/{sid}"
         assert session.post(url, data={"AssignmentStatus": "canceled", "Reason": "r"}).ok
         now[0] += timedelta(seconds=299)
         assert session.get(url).status_code == 200
-        assert len(session.get(f"{emu.base_url}/v1/Workspaces/{ws.sid}/Tasks").json()["tasks"]) == 1
+        assert len(session.get(f"{TASKROUTER}/v1/Workspaces/{ws.sid}/Tasks").json()["tasks"]) == 1
         now[0] += timedelta(seconds=2)
         assert session.get(url).json()["code"] == 20404
-        assert session.get(f"{emu.base_url}/v1/Workspaces/{ws.sid}/Tasks").json()["tasks"] == []
+        assert session.get(f"{TASKROUTER}/v1/Workspaces/{ws.sid}/Tasks").json()["tasks"] == []
 
 
 def test_unknown_task_is_404(world: World) -> None:
@@ -320,7 +324,7 @@ def test_unknown_task_is_404(world: World) -> None:
 
 def test_bad_credentials_are_401_20003(world: World) -> None:
     for auth in ((world.account_sid, "wrong"), ("SK" + "0" * 32, "x"), None):
-        resp = requests.get(world.tasks_url(), auth=auth, timeout=10)
+        resp = EmulatorSession(world.emu.base_url, auth).get(world.tasks_url())
         assert resp.status_code == 401
         assert resp.json()["code"] == 20003
         assert resp.json()["message"] == "Authenticate"
@@ -339,24 +343,21 @@ def test_api_key_authenticates_as_its_account(world: World) -> None:
     assert key.secret not in repr(key)
 
 
-def test_another_accounts_workspace_task_and_call_are_404(world: World) -> None:
+def test_another_accounts_taskrouter_resources_and_call_are_404(world: World) -> None:
     other = world.emu.add_account("Other")
     their_ws = world.emu.add_workspace(other.sid)
     their_task = world.emu.add_task(their_ws.sid)
     their_call = world.emu.add_call(other.sid)
-    base = world.emu.base_url
     for url in (
-        f"{base}/v1/Workspaces/{their_ws.sid}",
-        f"{base}/v1/Workspaces/{their_ws.sid}/Tasks",
-        f"{base}/v1/Workspaces/{their_ws.sid}/Tasks/{their_task}",
-        f"{base}/2010-04-01/Accounts/{world.account_sid}/Calls/{their_call}.json",
-        f"{base}/2010-04-01/Accounts/{other.sid}/Calls/{their_call}.json",
-        f"{base}/2010-04-01/Accounts/{other.sid}.json",
+        f"{TASKROUTER}/v1/Workspaces/{their_ws.sid}",
+        f"{TASKROUTER}/v1/Workspaces/{their_ws.sid}/Tasks",
+        f"{TASKROUTER}/v1/Workspaces/{their_ws.sid}/Tasks/{their_task}",
+        f"{API}/2010-04-01/Accounts/{world.account_sid}/Calls/{their_call}.json",
     ):
         assert world.session.get(url).json()["code"] == 20404, url
     assert (
         world.session.post(
-            f"{base}/v1/Workspaces/{their_ws.sid}/Tasks/{their_task}",
+            f"{TASKROUTER}/v1/Workspaces/{their_ws.sid}/Tasks/{their_task}",
             data={"AssignmentStatus": "canceled", "Reason": "x"},
         ).status_code
         == 404
@@ -380,8 +381,8 @@ def test_fetch_call_and_account_through_twilio(world: World) -> None:
 def test_credentials_never_reach_logs_or_reprs(world: World) -> None:
     token = world.session.auth[1]
     world.session.get(world.tasks_url())
-    requests.get(world.tasks_url(), auth=(world.account_sid, token + "x"), timeout=10)
-    state = world.session.get(f"{world.emu.base_url}/__emulator/state").text
+    EmulatorSession(world.emu.base_url, (world.account_sid, token + "x")).get(world.tasks_url())
+    state = requests.get(f"{world.emu.base_url}/__emulator/state", timeout=10).text
     assert token not in repr(world.emu.request_log)
     assert token not in state
     assert token not in repr(world.emu.add_account("X"))
@@ -390,9 +391,7 @@ def test_credentials_never_reach_logs_or_reprs(world: World) -> None:
 def test_wrong_method_is_405_and_unknown_route_404(world: World) -> None:
     resp = world.session.delete(world.tasks_url("WT" + "0" * 32))
     assert (resp.status_code, resp.json()["code"]) == (405, 20004)
-    resp = world.session.get(
-        f"{world.emu.base_url}/2010-04-01/Accounts/{world.account_sid}/Calls/CA1"
-    )
+    resp = world.session.get(f"{API}/2010-04-01/Accounts/{world.account_sid}/Calls/CA1")
     assert (resp.status_code, resp.json()["code"]) == (404, 20404)
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from stuck_tasks.emulator import Emulator
+from emulator_client import API, CONVERSATIONS, FLEX, TASKROUTER, EmulatorSession
+from stuck_tasks.emulator import Emulator, Faults
 
 SPECS = Path(__file__).parent / "reference" / "twilio-oai"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -82,8 +82,8 @@ def violations(
     if fmt == "uri" and relative_uris:
         if not value.startswith("/2010-04-01/"):
             yield f"{where}: {value!r} is not a URI relative to the API host"
-    elif fmt == "uri" and not value.startswith("http://"):
-        yield f"{where}: {value!r} is not an absolute URL"
+    elif fmt == "uri" and not value.startswith("https://"):
+        yield f"{where}: {value!r} is not an absolute https URL"
     if kind == "object" and "properties" in schema:
         props = schema["properties"]
         for name, sub in props.items():
@@ -109,27 +109,26 @@ def response_schema(spec: dict[str, Any], path: str, method: str) -> dict[str, A
 
 
 @pytest.fixture
-def world() -> Iterator[tuple[Emulator, requests.Session, str, str, str]]:
+def world() -> Iterator[tuple[Emulator, EmulatorSession, str, str, str]]:
     with Emulator() as emu:
         acct = emu.add_account("Acme")
         ws = emu.add_workspace(acct.sid, "Support")
         call = emu.add_call(acct.sid, "completed", ended_ago=timedelta(minutes=12))
         task = emu.add_task(ws.sid, "assigned", attributes={"call_sid": call})
         emu.add_task(ws.sid, "pending", "chat", age=timedelta(minutes=5))
-        session = requests.Session()
-        session.auth = (acct.sid, acct.auth_token)
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
         yield emu, session, ws.sid, task, call
 
 
 def test_fetched_task_matches_the_task_schema(world: Any) -> None:
-    emu, session, ws, task, _ = world
-    resp = session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/{task}")
+    _, session, ws, task, _ = world
+    resp = session.get(f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/{task}")
     assert resp.status_code == 200
     body = resp.json()
     schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks/{Sid}", "get")
     assert list(violations(TASKS_SPEC, schema, body, "task")) == []
     assert body["attributes"] is not None
-    assert body["url"] == f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/{task}"
+    assert body["url"] == f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/{task}"
     assert set(body["links"]) == {"task_queue", "workflow", "workspace", "reservations"}
     assert body["addons"] == "{}"
     assert body["timeout"] == 86400
@@ -137,8 +136,8 @@ def test_fetched_task_matches_the_task_schema(world: Any) -> None:
 
 
 def test_updated_task_matches_the_task_schema(world: Any) -> None:
-    emu, session, ws, task, _ = world
-    url = f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/{task}"
+    _, session, ws, task, _ = world
+    url = f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/{task}"
     resp = session.post(url, data={"AssignmentStatus": "completed", "Reason": "call ended"})
     assert resp.status_code == 200, resp.text
     schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks/{Sid}", "post")
@@ -146,8 +145,8 @@ def test_updated_task_matches_the_task_schema(world: Any) -> None:
 
 
 def test_task_list_page_matches_the_list_schema(world: Any) -> None:
-    emu, session, ws, _, _ = world
-    resp = session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks", params={"PageSize": 1})
+    _, session, ws, _, _ = world
+    resp = session.get(f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks", params={"PageSize": 1})
     assert resp.status_code == 200
     body = resp.json()
     schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks", "get")
@@ -155,16 +154,16 @@ def test_task_list_page_matches_the_list_schema(world: Any) -> None:
     assert set(body) == {"tasks", "meta"}
     assert set(body["meta"]) == set(schema["properties"]["meta"]["properties"])
     assert body["meta"]["key"] == "tasks"
-    assert body["meta"]["next_page_url"].startswith(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks?")
+    assert body["meta"]["next_page_url"].startswith(f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks?")
     assert body["meta"]["previous_page_url"] is None
     # The schema prose: attributes are only displayed by a FETCH of a single task.
     assert [t["attributes"] for t in body["tasks"]] == [None]
 
 
 def test_fetched_call_matches_the_call_schema(world: Any) -> None:
-    emu, session, _, _, call = world
+    _, session, _, _, call = world
     acct = session.auth[0]
-    resp = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Calls/{call}.json")
+    resp = session.get(f"{API}/2010-04-01/Accounts/{acct}/Calls/{call}.json")
     assert resp.status_code == 200
     body = resp.json()
     path = "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json"
@@ -179,7 +178,7 @@ def test_unsuccessful_calls_have_no_end_time_or_duration(world: Any, status: str
     emu, session, _, _, _ = world
     acct = session.auth[0]
     call = emu.add_call(acct, status, ended_ago=timedelta(minutes=20))
-    body = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Calls/{call}.json").json()
+    body = session.get(f"{API}/2010-04-01/Accounts/{acct}/Calls/{call}.json").json()
     path = "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json"
     assert list(violations(CALLS_SPEC, response_schema(CALLS_SPEC, path, "get"), body, "c")) == []
     assert body["status"] == status
@@ -193,14 +192,14 @@ def test_live_calls_have_no_end_time(world: Any, status: str) -> None:
     emu, session, _, _, _ = world
     acct = session.auth[0]
     call = emu.add_call(acct, status)
-    body = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Calls/{call}.json").json()
+    body = session.get(f"{API}/2010-04-01/Accounts/{acct}/Calls/{call}.json").json()
     assert (body["status"], body["end_time"], body["duration"]) == (status, None, None)
 
 
 def test_workspace_and_account_fields(world: Any) -> None:
-    emu, session, ws, _, _ = world
+    _, session, ws, _, _ = world
     acct = session.auth[0]
-    body = session.get(f"{emu.base_url}/v1/Workspaces/{ws}").json()
+    body = session.get(f"{TASKROUTER}/v1/Workspaces/{ws}").json()
     assert set(body) == {
         "account_sid",
         "date_created",
@@ -219,18 +218,30 @@ def test_workspace_and_account_fields(world: Any) -> None:
         "links",
     }
     assert ISO.match(body["date_created"])
-    account = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}.json").json()
+    account = session.get(f"{API}/2010-04-01/Accounts/{acct}.json").json()
     assert account["sid"] == acct
     assert account["status"] == "active"
     assert account["type"] == "Full"
     assert RFC2822.match(account["date_created"])
-    assert "auth_token" not in account
-    assert session.auth[1] not in json.dumps(account)
+    # twilio-oai api.v2010.account: the body carries the auth token, as Twilio's does.
+    assert set(account) == {
+        "auth_token",
+        "date_created",
+        "date_updated",
+        "friendly_name",
+        "owner_account_sid",
+        "sid",
+        "status",
+        "subresource_uris",
+        "type",
+        "uri",
+    }
+    assert account["auth_token"] == session.auth[1]
 
 
 def test_error_bodies_follow_twilio_format(world: Any) -> None:
-    emu, session, ws, _, _ = world
-    resp = session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks/WT{'0' * 32}")
+    _, session, ws, _, _ = world
+    resp = session.get(f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/WT{'0' * 32}")
     assert resp.status_code == 404
     assert resp.headers["Content-Type"].startswith("application/json")
     assert resp.json() == {
@@ -239,15 +250,15 @@ def test_error_bodies_follow_twilio_format(world: Any) -> None:
         "more_info": "https://www.twilio.com/docs/errors/20404",
         "status": 404,
     }
-    assert session.get(f"{emu.base_url}/v1/Nope").json()["code"] == 20404
+    assert session.get(f"{TASKROUTER}/v1/Nope").json()["code"] == 20404
 
 
 def test_every_response_carries_the_concurrency_headers(world: Any) -> None:
     emu, session, ws, _, _ = world
     for resp in (
-        session.get(f"{emu.base_url}/v1/Workspaces/{ws}/Tasks"),
-        session.get(f"{emu.base_url}/v1/Workspaces/WS{'0' * 32}"),
-        requests.get(f"{emu.base_url}/v1/Workspaces", auth=("ACx", "nope"), timeout=10),
+        session.get(f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks"),
+        session.get(f"{TASKROUTER}/v1/Workspaces/WS{'0' * 32}"),
+        EmulatorSession(emu.base_url, ("ACx", "nope")).get(f"{TASKROUTER}/v1/Workspaces"),
     ):
         assert int(resp.headers["Twilio-Concurrent-Requests"]) >= 0
         assert float(resp.headers["Twilio-Request-Duration"]) >= 0
@@ -280,7 +291,7 @@ def test_fetched_conference_matches_the_conference_schema(world: Any, status: st
     cf = emu.add_conference(
         acct, friendly_name="WTroom", status=status, ended_ago=ended, participants={"worker": call}
     )
-    resp = session.get(f"{emu.base_url}/2010-04-01/Accounts/{acct}/Conferences/{cf}.json")
+    resp = session.get(f"{API}/2010-04-01/Accounts/{acct}/Conferences/{cf}.json")
     assert resp.status_code == 200
     body = resp.json()
     assert conference_violations(body, "conference") == []
@@ -302,9 +313,7 @@ def test_conference_list_page_matches_the_list_schema(world: Any) -> None:
     acct = session.auth[0]
     for i in range(3):
         emu.add_conference(acct, friendly_name=f"room{i}")
-    resp = session.get(
-        f"{emu.base_url}/2010-04-01/Accounts/{acct}/Conferences.json", params={"PageSize": 2}
-    )
+    resp = session.get(f"{API}/2010-04-01/Accounts/{acct}/Conferences.json", params={"PageSize": 2})
     assert resp.status_code == 200
     body = resp.json()
     schema = response_schema(CONFERENCES_SPEC, CONFERENCES_PATH, "get")
@@ -318,7 +327,7 @@ def test_conference_list_page_matches_the_list_schema(world: Any) -> None:
     assert (body["page"], body["page_size"], body["start"], body["end"]) == (0, 2, 0, 1)
     assert body["next_page_uri"].startswith(f"/2010-04-01/Accounts/{acct}/Conferences.json?")
     assert body["previous_page_uri"] is None
-    second = session.get(emu.base_url + body["next_page_uri"]).json()
+    second = session.get(API + body["next_page_uri"]).json()
     assert (second["page"], second["start"], second["end"], second["next_page_uri"]) == (
         1,
         2,
@@ -337,8 +346,8 @@ def interaction(world: Any) -> Any:
 def test_interaction_channel_matches_the_channel_schema(
     world: Any, interaction: Any, method: str
 ) -> None:
-    emu, session, _, _, _ = world
-    url = f"{emu.base_url}/v1/Interactions/{interaction.interaction_sid}"
+    _, session, _, _, _ = world
+    url = f"{FLEX}/v1/Interactions/{interaction.interaction_sid}"
     url += f"/Channels/{interaction.channel_sid}"
     if method == "get":
         resp = session.get(url)
@@ -356,7 +365,7 @@ def test_interaction_channel_matches_the_channel_schema(
 def test_failed_channel_carries_its_error(world: Any) -> None:
     emu, session, ws, _, _ = world
     refs = emu.add_interaction(session.auth[0], workspace_sid=ws, channel_status="failed")
-    url = f"{emu.base_url}/v1/Interactions/{refs.interaction_sid}/Channels/{refs.channel_sid}"
+    url = f"{FLEX}/v1/Interactions/{refs.interaction_sid}/Channels/{refs.channel_sid}"
     body = session.get(url).json()
     assert (
         list(violations(FLEX_SPEC, response_schema(FLEX_SPEC, CHANNEL_PATH, "get"), body, "c"))
@@ -366,8 +375,8 @@ def test_failed_channel_carries_its_error(world: Any) -> None:
 
 
 def test_participants_match_the_participant_schemas(world: Any, interaction: Any) -> None:
-    emu, session, _, _, _ = world
-    url = f"{emu.base_url}/v1/Interactions/{interaction.interaction_sid}"
+    _, session, _, _, _ = world
+    url = f"{FLEX}/v1/Interactions/{interaction.interaction_sid}"
     url += f"/Channels/{interaction.channel_sid}/Participants"
     body = session.get(url, params={"PageSize": 1}).json()
     schema = response_schema(FLEX_SPEC, PARTICIPANTS_PATH, "get")
@@ -390,13 +399,13 @@ def test_participants_match_the_participant_schemas(world: Any, interaction: Any
 def test_conversation_matches_the_conversation_schema(world: Any, state: str) -> None:
     emu, session, _, _, _ = world
     ch = emu.add_conversation(session.auth[0], state, closed_ago=timedelta(minutes=3))
-    resp = session.get(f"{emu.base_url}/v1/Conversations/{ch}")
+    resp = session.get(f"{CONVERSATIONS}/v1/Conversations/{ch}")
     assert resp.status_code == 200
     body = resp.json()
     schema = response_schema(CONVERSATIONS_SPEC, "/v1/Conversations/{Sid}", "get")
     assert list(violations(CONVERSATIONS_SPEC, schema, body, "conversation")) == []
     assert body["state"] == state
-    assert body["url"] == f"{emu.base_url}/v1/Conversations/{ch}"
+    assert body["url"] == f"{CONVERSATIONS}/v1/Conversations/{ch}"
     assert set(body["links"]) == {"participants", "messages", "webhooks", "export"}
     assert body["attributes"] == "{}"
 
@@ -428,3 +437,275 @@ def test_trimmed_definitions_keep_only_the_emulated_operations() -> None:
         "inactive",
     ]
     assert schemas["interaction_channel_participant_enum_status"]["enum"] == ["closed", "wrapup"]
+
+
+# ---------------------------------------------------------------- corrections of 2026-12-01
+# One focused test per behaviour; the exhaustive ones live in test_emulator_auth.py,
+# test_emulator_hosts.py, test_emulator_faults.py, test_emulator_flex.py and
+# test_emulator_fuzz.py.
+
+IMF_FIXDATE = re.compile(r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$")
+ERROR_KEYS = {"code", "message", "more_info", "status"}
+
+
+def twilio_error(resp: Any, status: int, code: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["Content-Type"].startswith("application/json")
+    body: dict[str, Any] = resp.json()
+    assert set(body) == ERROR_KEYS
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
+    return body
+
+
+def test_api_key_kinds(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    account = session.auth[0]
+    account_url = f"{API}/2010-04-01/Accounts/{account}.json"
+    tasks_url = f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks"
+    main = emu.add_api_key(account, kind="main")
+    standard = emu.add_api_key(account)
+    restricted = emu.add_api_key(
+        account, kind="restricted", permissions=["/twilio/taskrouter/workspaces/tasks/read"]
+    )
+
+    def get(key: Any, url: str) -> Any:
+        return EmulatorSession(emu.base_url, (key.sid, key.secret)).get(url)
+
+    assert get(main, account_url).status_code == 200
+    assert twilio_error(get(standard, account_url), 401, 20003)["message"] == "Authenticate"
+    assert get(standard, tasks_url).status_code == 200
+    assert get(restricted, tasks_url).status_code == 200
+    body = twilio_error(get(restricted, account_url), 403, 70051)
+    assert body["message"] == "Authorization Failed"
+    twilio_error(get(restricted, f"{TASKROUTER}/v1/Workspaces/{ws}"), 403, 70051)
+
+
+def test_another_accounts_v2010_path_is_401(world: Any) -> None:
+    emu, session, _, _, _ = world
+    other = emu.add_account("Other")
+    their_call = emu.add_call(other.sid)
+    resp = session.get(f"{API}/2010-04-01/Accounts/{other.sid}/Calls/{their_call}.json")
+    assert twilio_error(resp, 401, 20003)["message"] == "Authenticate"
+
+
+def test_the_account_body_carries_the_auth_token(world: Any) -> None:
+    _, session, _, _, _ = world
+    acct, token = session.auth
+    body = session.get(f"{API}/2010-04-01/Accounts/{acct}.json").json()
+    assert body["auth_token"] == token
+    assert body["uri"] == f"/2010-04-01/Accounts/{acct}.json"
+
+
+def test_conference_list_without_status_is_in_progress_only(world: Any) -> None:
+    emu, session, _, _, _ = world
+    acct = session.auth[0]
+    by_status = {
+        s: emu.add_conference(
+            acct,
+            friendly_name="WTroom",
+            status=s,
+            ended_ago=timedelta(minutes=5) if s == "completed" else None,
+        )
+        for s in ("init", "in-progress", "completed")
+    }
+    url = f"{API}/2010-04-01/Accounts/{acct}/Conferences.json"
+    for params, expected in (
+        ({}, ["in-progress"]),
+        ({"FriendlyName": "WTroom"}, ["in-progress"]),
+        ({"Status": "completed"}, ["completed"]),
+        ({"Status": "init"}, ["init"]),
+        ({"Status": "in-progress"}, ["in-progress"]),
+    ):
+        body = session.get(url, params=params).json()
+        assert [c["sid"] for c in body["conferences"]] == [by_status[s] for s in expected], params
+        for i, conf in enumerate(body["conferences"]):
+            assert conference_violations(conf, f"conferences[{i}]") == []
+
+
+def test_date_header_and_timestamps_come_from_twilios_clock() -> None:
+    real = datetime(2026, 12, 1, 9, 30, 15, 999_000, tzinfo=timezone.utc)
+    with Emulator(Faults(clock_offset=-120.0), clock=lambda: real) as emu:
+        acct = emu.add_account()
+        ws = emu.add_workspace(acct.sid)
+        sid = emu.add_task(ws.sid, "pending", age=timedelta(0))
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
+        resp = session.get(f"{TASKROUTER}/v1/Workspaces/{ws.sid}/Tasks/{sid}")
+        assert IMF_FIXDATE.match(resp.headers["Date"])
+        assert resp.headers["Date"] == "Tue, 01 Dec 2026 09:28:15 GMT"
+        assert resp.json()["date_created"] == "2026-12-01T09:28:15Z"
+        assert resp.json()["age"] == 0
+
+
+def test_answers_name_the_twilio_host_the_request_named(world: Any) -> None:
+    emu, _, _, _, _ = world
+    ie = emu.add_account("Dublin", region="ie1")
+    ws = emu.add_workspace(ie.sid).sid
+    sid = emu.add_task(ws, "assigned")
+    session = EmulatorSession(emu.base_url, (ie.sid, ie.auth_token))
+    host = "https://taskrouter.dublin.ie1.twilio.com"
+    body = session.get(f"{host}/v1/Workspaces/{ws}/Tasks/{sid}").json()
+    schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks/{Sid}", "get")
+    assert list(violations(TASKS_SPEC, schema, body, "task")) == []
+    assert body["url"] == f"{host}/v1/Workspaces/{ws}/Tasks/{sid}"
+    assert emu.request_log[-1].host == "taskrouter.dublin.ie1.twilio.com"
+    twilio_error(session.get(f"{TASKROUTER}/v1/Workspaces/{ws}"), 401, 20003)  # wrong region
+    twilio_error(session.get(f"https://api.dublin.ie1.twilio.com/v1/Workspaces/{ws}"), 404, 20404)
+    twilio_error(session.get(f"https://taskrouter.ie1.twilio.com/v1/Workspaces/{ws}"), 404, 20404)
+    twilio_error(session.get(f"{emu.base_url}/v1/Workspaces/{ws}"), 404, 20404)
+
+
+def test_list_pages_with_attributes_match_the_list_schema(world: Any) -> None:
+    emu, session, ws, task, _ = world
+    emu.set_faults(Faults(list_attributes=True))
+    body = session.get(f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks").json()
+    schema = response_schema(TASKS_SPEC, "/v1/Workspaces/{WorkspaceSid}/Tasks", "get")
+    assert list(violations(TASKS_SPEC, schema, body, "page")) == []
+    assert {t["sid"]: t["attributes"] for t in body["tasks"]}[task] == emu.task(task).attributes
+
+
+def test_an_accepted_close_of_a_closed_channel_matches_the_channel_schema(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    emu.set_faults(Faults(closed_channel_close="accept"))
+    refs = emu.add_interaction(
+        session.auth[0],
+        workspace_sid=ws,
+        channel_status="closed",
+        agent_status=None,
+        task={"status": "reserved"},
+    )
+    url = f"{FLEX}/v1/Interactions/{refs.interaction_sid}/Channels/{refs.channel_sid}"
+    resp = session.post(url, data={"Status": "closed", "Routing": '{"status":"closed"}'})
+    assert resp.status_code == 200, resp.text
+    schema = response_schema(FLEX_SPEC, CHANNEL_PATH, "post")
+    assert list(violations(FLEX_SPEC, schema, resp.json(), "channel")) == []
+    assert emu.task(refs.task_sid).status == "canceled"
+    emu.set_faults(Faults())
+    again = emu.add_interaction(session.auth[0], workspace_sid=ws, channel_status="closed")
+    url = f"{FLEX}/v1/Interactions/{again.interaction_sid}/Channels/{again.channel_sid}"
+    resp = session.post(url, data={"Status": "closed", "Routing": '{"status":"closed"}'})
+    assert twilio_error(resp, 400, 80906)["message"].startswith("Interaction Not Open")
+
+
+def test_revocation_and_broken_answers_after_a_write(world: Any) -> None:
+    emu, session, ws, task, _ = world
+    url = f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/{task}"
+    emu.set_faults(Faults(html_after_write_rate=1.0))
+    html = session.post(url, data={"Priority": "1"})
+    assert (html.status_code, html.headers["Content-Type"].split(";")[0]) == (200, "text/html")
+    emu.set_faults(Faults(garbled_after_write_rate=1.0))
+    cut = session.post(url, data={"Priority": "2"})
+    assert cut.status_code == 200
+    assert cut.text.startswith("{")
+    assert not cut.text.endswith("}")
+    assert [m.before_revision for m in emu.mutations] == [0, 1]
+    emu.set_faults(Faults(revoke_after=0))
+    assert twilio_error(session.get(url), 401, 20003)["message"] == "Authenticate"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "status"),
+    [
+        ("POST", "TASK", {"Content-Type": "application/json"}, b'{"Priority": 1}', 400),
+        ("POST", "TASK", {"Content-Type": "text/plain"}, b"Priority=1", 400),
+        ("POST", "TASK", {"Content-Type": ";;;"}, b"Priority=1", 400),
+        ("POST", "TASK", {"Content-Type": "multipart/form-data; boundary=x"}, b"--x--", 400),
+        ("POST", "TASK", {}, b"Priority=1", 400),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Priority=%ZZ",
+            400,
+        ),
+        ("POST", "TASK", {"Content-Type": "application/x-www-form-urlencoded"}, b"Reason=%FF", 400),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Reason=\xff",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Priority=1&Priority=2",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"},
+            b"Priority=1",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Priority=%EF%BC%91",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Attributes=" + b"%5B" * 100_000,
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Attributes=%7B%22a%22%3ANaN%7D",
+            400,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"Reason=" + b"x" * 2_000_000,
+            413,
+        ),
+        (
+            "POST",
+            "TASK",
+            {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+            b"Priority=1",
+            400,
+        ),
+        ("GET", "TASKS?PageSize=1_000", {}, b"", 400),
+        ("GET", "TASKS?PageSize=9" + "9" * 40, {}, b"", 400),
+        ("GET", "TASKS?Priority=%ZZ", {}, b"", 400),
+        ("GET", "TASKS?Ordering=" + "x" * 100_000, {}, b"", 400),
+        ("DELETE", "TASK", {}, b"", 405),
+        ("PUT", "TASKS", {}, b"", 405),
+        ("GET", "/v1/Workspaces/WS1/Tasks/WT1/Reservations", {}, b"", 404),
+        ("GET", "/", {}, b"", 404),
+    ],
+)
+def test_malformed_requests_get_twilio_error_bodies(
+    world: Any, method: str, path: str, headers: dict[str, str], body: bytes, status: int
+) -> None:
+    emu, session, ws, task, _ = world
+    path = path.replace("TASKS", f"/v1/Workspaces/{ws}/Tasks").replace(
+        "TASK", f"/v1/Workspaces/{ws}/Tasks/{task}"
+    )
+    resp = session.request(method, f"{TASKROUTER}{path}", data=body, headers=headers)
+    expected = {400: 20001, 404: 20404, 405: 20004, 413: 20001}[status]
+    twilio_error(resp, status, expected)
+    assert emu.mutations == []
+
+
+def test_the_admin_endpoint_round_trips_every_knob() -> None:
+    faults = Faults(
+        clock_offset=-5.5,
+        list_attributes=True,
+        closed_channel_close="accept",
+        revoke_after=3,
+        html_after_write_rate=0.1,
+        garbled_after_write_rate=0.2,
+    )
+    assert Faults.from_mapping(faults.to_dict()) == faults
+    assert Faults.from_mapping(json.loads(json.dumps(faults.to_dict()))) == faults

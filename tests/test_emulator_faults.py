@@ -8,24 +8,26 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 import pytest
 import requests
 
+from emulator_client import API, TASKROUTER, EmulatorSession
 from stuck_tasks.emulator import Emulator, Faults
 
 
 @dataclass
 class World:
     emu: Emulator
-    session: requests.Session
+    session: EmulatorSession
     auth: tuple[str, str]
     ws: str
 
     def tasks_url(self, sid: str = "") -> str:
-        url = f"{self.emu.base_url}/v1/Workspaces/{self.ws}/Tasks"
+        url = f"{TASKROUTER}/v1/Workspaces/{self.ws}/Tasks"
         return f"{url}/{sid}" if sid else url
 
 
@@ -34,8 +36,7 @@ def world() -> Iterator[World]:
     with Emulator() as emu:
         acct = emu.add_account()
         ws = emu.add_workspace(acct.sid)
-        session = requests.Session()
-        session.auth = (acct.sid, acct.auth_token)
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
         yield World(emu, session, (acct.sid, acct.auth_token), ws.sid)
 
 
@@ -51,8 +52,7 @@ def test_concurrency_limit_answers_429_to_the_excess(world: World) -> None:
     barrier = threading.Barrier(limit + 5)
 
     def one(_: int) -> int:
-        with requests.Session() as s:
-            s.auth = world.auth
+        with EmulatorSession(world.emu.base_url, world.auth) as s:
             barrier.wait()
             return s.get(world.tasks_url()).status_code
 
@@ -138,9 +138,11 @@ def test_aiohttp_client_sees_a_server_disconnect(world: World) -> None:
 
     async def post() -> None:
         token = base64.b64encode(":".join(world.auth).encode()).decode()
-        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
+        headers = {"Authorization": f"Basic {token}", "Host": "taskrouter.twilio.com"}
+        async with aiohttp.ClientSession(headers=headers) as session:
             data = {"AssignmentStatus": "canceled", "Reason": "x"}
-            async with session.post(world.tasks_url(sid), data=data) as resp:
+            url = f"{world.emu.base_url}/v1/Workspaces/{world.ws}/Tasks/{sid}"
+            async with session.post(url, data=data) as resp:
                 await resp.read()
 
     with pytest.raises(aiohttp.ServerDisconnectedError):
@@ -253,9 +255,140 @@ def test_faults_validate_their_knobs() -> None:
 
 def test_a_broken_call_answers_500_until_repaired(world: World) -> None:
     call = world.emu.add_call(world.auth[0], "completed")
-    url = f"{world.emu.base_url}/2010-04-01/Accounts/{world.auth[0]}/Calls/{call}.json"
+    url = f"{API}/2010-04-01/Accounts/{world.auth[0]}/Calls/{call}.json"
     world.emu.break_call(call)
     resp = world.session.get(url)
     assert (resp.status_code, resp.json()["code"]) == (500, 20500)
     world.emu.repair_call(call)
     assert world.session.get(url).status_code == 200
+
+
+# ---------------------------------------------------------------- issue 11: answers after a write
+
+
+def test_html_after_write_answers_200_html_but_writes(world: World) -> None:
+    sid = world.emu.add_task(world.ws, "pending")
+    world.emu.set_faults(Faults(html_after_write_rate=1.0))
+    assert (
+        world.session.get(world.tasks_url(sid))
+        .headers["Content-Type"]
+        .startswith("application/json")
+    )  # reads are untouched
+    resp = cancel(world, sid)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/html")
+    assert resp.text.startswith("<!DOCTYPE html>")
+    assert world.emu.task(sid).status == "canceled"
+    (mutation,) = world.emu.mutations
+    assert mutation.task_sid == sid
+    assert world.emu.request_log[-1].fault == "html_after_write"
+
+
+def test_garbled_after_write_answers_200_with_cut_json_but_writes(world: World) -> None:
+    sid = world.emu.add_task(world.ws, "pending")
+    world.emu.set_faults(Faults(garbled_after_write_rate=1.0))
+    resp = cancel(world, sid)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.text.startswith('{"account_sid": ')
+    assert int(resp.headers["Content-Length"]) == len(resp.content)
+    with pytest.raises(requests.JSONDecodeError):
+        resp.json()
+    assert world.emu.task(sid).status == "canceled"
+    assert len(world.emu.mutations) == 1
+    assert world.emu.request_log[-1].fault == "garbled_after_write"
+
+
+def test_after_write_answers_also_apply_to_flex_writes(world: World) -> None:
+    acct = world.auth[0]
+    for knob in ("html_after_write_rate", "garbled_after_write_rate"):
+        refs = world.emu.add_interaction(acct, workspace_sid=world.ws)
+        world.emu.set_faults(Faults(**{knob: 1.0}))
+        url = f"https://flex-api.twilio.com/v1/Interactions/{refs.interaction_sid}"
+        url += f"/Channels/{refs.channel_sid}"
+        resp = world.session.post(url, data={"Status": "closed", "Routing": '{"status":"closed"}'})
+        assert resp.status_code == 200
+        assert world.emu.task(refs.task_sid).status == "completed"
+    assert len(world.emu.flex_writes) == 2
+
+
+# ---------------------------------------------------------------- Twilio's clock
+
+
+def test_clock_offset_moves_every_timestamp_and_the_date_header() -> None:
+    now = datetime(2026, 12, 1, 12, 0, 0, 500_000, tzinfo=timezone.utc)
+    with Emulator(Faults(clock_offset=-90.0), clock=lambda: now) as emu:
+        twilio_now = now - timedelta(seconds=90)
+        assert emu.now() == twilio_now
+        acct = emu.add_account()
+        assert acct.date_created == twilio_now
+        ws = emu.add_workspace(acct.sid)
+        sid = emu.add_task(ws.sid, "pending", age=timedelta(minutes=10))
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
+        url = f"{TASKROUTER}/v1/Workspaces/{ws.sid}/Tasks/{sid}"
+        fetched = session.get(url)
+        assert fetched.headers["Date"] == "Tue, 01 Dec 2026 11:58:30 GMT"
+        assert fetched.json()["date_created"] == "2026-12-01T11:48:30Z"
+        assert fetched.json()["age"] == 600
+        updated = session.post(url, data={"AssignmentStatus": "canceled", "Reason": "x"})
+        assert updated.json()["date_updated"] == "2026-12-01T11:58:30Z"
+        assert emu.mutations[0].at == twilio_now
+        emu.set_faults(Faults(clock_offset=3600.0))
+        for resp in (
+            session.get(url),
+            session.get(f"https://127.0.0.1/v1/Workspaces/{ws.sid}"),  # refused host
+            EmulatorSession(emu.base_url, ("AC1", "x")).get(url),  # 401
+            requests.get(f"{emu.base_url}/__emulator/state", timeout=10),
+        ):
+            assert resp.headers["Date"] == "Tue, 01 Dec 2026 13:00:00 GMT"
+        emu.platform_close(emu.add_task(ws.sid, "pending"))
+        assert emu.platform_events[-1].at == now + timedelta(hours=1)
+
+
+def test_date_header_follows_the_real_clock_without_an_offset(world: World) -> None:
+    resp = world.session.get(world.tasks_url())
+    date = parsedate_to_datetime(resp.headers["Date"])
+    assert abs(datetime.now(timezone.utc) - date) < timedelta(seconds=5)
+    world.emu.set_faults(Faults(clock_offset=-86400.0))
+    date = parsedate_to_datetime(world.session.get(world.tasks_url()).headers["Date"])
+    assert timedelta(hours=23) < datetime.now(timezone.utc) - date < timedelta(hours=25)
+
+
+def test_new_knobs_through_the_admin_endpoint(world: World) -> None:
+    admin = f"{world.emu.base_url}/__emulator/faults"
+    good = {
+        "clock_offset": -30,
+        "list_attributes": True,
+        "closed_channel_close": "accept",
+        "revoke_after": 5,
+        "html_after_write_rate": 0.5,
+        "garbled_after_write_rate": 0.25,
+    }
+    resp = requests.post(admin, json=good, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert world.emu.faults == Faults(
+        clock_offset=-30.0,
+        list_attributes=True,
+        closed_channel_close="accept",
+        revoke_after=5,
+        html_after_write_rate=0.5,
+        garbled_after_write_rate=0.25,
+    )
+    assert resp.json()["faults"]["closed_channel_close"] == "accept"
+    for bad in (
+        {"list_attributes": 1},
+        {"list_attributes": "true"},
+        {"closed_channel_close": "maybe"},
+        {"closed_channel_close": 1},
+        {"revoke_after": -1},
+        {"revoke_after": 2.5},
+        {"revoke_after": True},
+        {"clock_offset": "soon"},
+        {"html_after_write_rate": 2},
+        {"garbled_after_write_rate": None},
+    ):
+        resp = requests.post(admin, json=bad, timeout=10)
+        assert (resp.status_code, resp.json()["code"]) == (400, 20001), bad
+    nan = requests.post(admin, data='{"clock_offset": NaN}', timeout=10)
+    assert (nan.status_code, nan.json()["code"]) == (400, 20001)
+    assert requests.post(admin, json={"revoke_after": None}, timeout=10).status_code == 200

@@ -13,7 +13,7 @@ import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from emulator_client import emulator_client
+from emulator_client import API, CONVERSATIONS, FLEX, TASKROUTER, EmulatorSession, emulator_client
 from stuck_tasks.emulator import Emulator, Faults, InteractionRefs
 
 
@@ -21,15 +21,12 @@ from stuck_tasks.emulator import Emulator, Faults, InteractionRefs
 class World:
     emu: Emulator
     client: Client
-    session: requests.Session
+    session: EmulatorSession
     account_sid: str
     ws: str
 
     def channel_url(self, refs: InteractionRefs) -> str:
-        return (
-            f"{self.emu.base_url}/v1/Interactions/{refs.interaction_sid}"
-            f"/Channels/{refs.channel_sid}"
-        )
+        return f"{FLEX}/v1/Interactions/{refs.interaction_sid}/Channels/{refs.channel_sid}"
 
     def participant_url(self, refs: InteractionRefs, sid: str | None = None) -> str:
         return f"{self.channel_url(refs)}/Participants/{sid or refs.agent_participant_sid}"
@@ -41,7 +38,7 @@ class World:
         return self.emu.add_interaction(self.account_sid, workspace_sid=self.ws, **kwargs)
 
     def conferences_url(self, sid: str = "") -> str:
-        base = f"{self.emu.base_url}/2010-04-01/Accounts/{self.account_sid}/Conferences"
+        base = f"{API}/2010-04-01/Accounts/{self.account_sid}/Conferences"
         return f"{base}/{sid}.json" if sid else f"{base}.json"
 
 
@@ -51,8 +48,7 @@ def world() -> Iterator[World]:
         acct = emu.add_account("Acme Support")
         ws = emu.add_workspace(acct.sid, "Support")
         client = emulator_client(emu.base_url, acct.sid, acct.auth_token, acct.sid)
-        session = requests.Session()
-        session.auth = (acct.sid, acct.auth_token)
+        session = EmulatorSession(emu.base_url, (acct.sid, acct.auth_token))
         yield World(emu, client, session, acct.sid, ws.sid)
 
 
@@ -261,12 +257,11 @@ def test_unknown_or_mismatched_interaction_resources_are_404(world: World) -> No
     refs = world.interaction()
     other = world.interaction()
     kd, uo = refs.interaction_sid, refs.channel_sid
-    base = world.emu.base_url
     for url in (
-        f"{base}/v1/Interactions/{other.interaction_sid}/Channels/{uo}",
-        f"{base}/v1/Interactions/{kd}/Channels/UO{'0' * 32}",
-        f"{base}/v1/Interactions/{kd}/Channels/{uo}/Participants/{other.agent_participant_sid}",
-        f"{base}/v1/Conversations/CH{'0' * 32}",
+        f"{FLEX}/v1/Interactions/{other.interaction_sid}/Channels/{uo}",
+        f"{FLEX}/v1/Interactions/{kd}/Channels/UO{'0' * 32}",
+        f"{FLEX}/v1/Interactions/{kd}/Channels/{uo}/Participants/{other.agent_participant_sid}",
+        f"{CONVERSATIONS}/v1/Conversations/CH{'0' * 32}",
         world.conferences_url(f"CF{'0' * 32}"),
     ):
         method = world.session.post if "Participants/" in url else world.session.get
@@ -279,15 +274,14 @@ def test_other_accounts_see_none_of_it(world: World) -> None:
     refs = world.interaction()
     cf = world.emu.add_conference(world.account_sid, friendly_name="room")
     intruder = world.emu.add_account("Intruder")
-    s = requests.Session()
-    s.auth = (intruder.sid, intruder.auth_token)
-    base = world.emu.base_url
+    s = EmulatorSession(world.emu.base_url, (intruder.sid, intruder.auth_token))
     assert error(s.get(world.channel_url(refs))) == (404, 20404)
     assert error(s.post(world.channel_url(refs), data={"Status": "closed"})) == (404, 20404)
     assert error(s.get(f"{world.channel_url(refs)}/Participants")) == (404, 20404)
-    assert error(s.get(f"{base}/v1/Conversations/{refs.conversation_sid}")) == (404, 20404)
-    assert error(s.get(world.conferences_url(cf))) == (404, 20404)
-    own = f"{base}/2010-04-01/Accounts/{intruder.sid}/Conferences.json"
+    assert error(s.get(f"{CONVERSATIONS}/v1/Conversations/{refs.conversation_sid}")) == (404, 20404)
+    # Another account's v2010 path: 401/20003 (error 20003 page), not 404.
+    assert error(s.get(world.conferences_url(cf))) == (401, 20003)
+    own = f"{API}/2010-04-01/Accounts/{intruder.sid}/Conferences.json"
     assert s.get(own).json()["conferences"] == []
     assert world.emu.interaction_channel(refs.interaction_sid, refs.channel_sid).status == "active"
 
@@ -295,18 +289,18 @@ def test_other_accounts_see_none_of_it(world: World) -> None:
 def test_new_routes_need_credentials(world: World) -> None:
     refs = world.interaction()
     cf = world.emu.add_conference(world.account_sid, friendly_name="room")
-    base = world.emu.base_url
     for method, url in (
         ("GET", world.channel_url(refs)),
         ("POST", world.channel_url(refs)),
         ("GET", f"{world.channel_url(refs)}/Participants"),
         ("POST", world.participant_url(refs)),
-        ("GET", f"{base}/v1/Conversations/{refs.conversation_sid}"),
+        ("GET", f"{CONVERSATIONS}/v1/Conversations/{refs.conversation_sid}"),
         ("GET", world.conferences_url(cf)),
         ("GET", world.conferences_url()),
     ):
         for auth in (None, (world.account_sid, "wrong")):
-            resp = requests.request(method, url, auth=auth, data={"Status": "closed"}, timeout=10)
+            s = EmulatorSession(world.emu.base_url, auth)
+            resp = s.request(method, url, data={"Status": "closed"})
             assert error(resp) == (401, 20003), (method, url)
     assert world.emu.task(refs.task_sid).status == "assigned"
     assert world.emu.flex_writes == []
@@ -315,7 +309,7 @@ def test_new_routes_need_credentials(world: World) -> None:
 def test_api_keys_work_on_the_new_routes(world: World) -> None:
     key = world.emu.add_api_key(world.account_sid)
     refs = world.interaction()
-    resp = requests.get(world.channel_url(refs), auth=(key.sid, key.secret), timeout=10)
+    resp = EmulatorSession(world.emu.base_url, (key.sid, key.secret)).get(world.channel_url(refs))
     assert resp.status_code == 200
 
 
@@ -330,11 +324,18 @@ def test_conferences_are_listed_by_friendly_name_and_status(world: World) -> Non
     live = world.emu.add_conference(acct, friendly_name="WTone")
     other = world.emu.add_conference(acct, friendly_name="WTtwo", status="init")
     conferences = world.client.conferences
-    assert [c.sid for c in conferences.list(friendly_name="WTone")] == [live, ended]
+    # Without Status: in-progress conferences only (Twilio's change of 2026-09-30).
+    assert [c.sid for c in conferences.list(friendly_name="WTone")] == [live]
     assert [c.sid for c in conferences.list(friendly_name="WTone", status="completed")] == [ended]
     assert [c.sid for c in conferences.list(status="init")] == [other]
     assert conferences.list(friendly_name="nobody") == []
-    assert {c.sid for c in conferences.stream(page_size=1)} == {ended, live, other}
+    assert [c.sid for c in conferences.stream(page_size=1)] == [live]
+    streamed = {
+        c.sid
+        for s in ("init", "in-progress", "completed")
+        for c in conferences.stream(status=s, page_size=1)
+    }
+    assert streamed == {ended, live, other}
     assert world.emu.conference(ended).status == "completed"
 
 
@@ -345,10 +346,10 @@ def test_unsupported_conference_filters_are_rejected(world: World, params: dict[
     assert error(world.session.get(world.conferences_url(), params=params)) == (400, 20001)
 
 
-def test_conference_list_under_another_account_path_is_404(world: World) -> None:
+def test_conference_list_under_another_account_path_is_401(world: World) -> None:
     other = world.emu.add_account("Other")
-    url = f"{world.emu.base_url}/2010-04-01/Accounts/{other.sid}/Conferences.json"
-    assert error(world.session.get(url)) == (404, 20404)
+    url = f"{API}/2010-04-01/Accounts/{other.sid}/Conferences.json"
+    assert error(world.session.get(url)) == (401, 20003)
 
 
 def test_a_completed_conference_is_dated_by_its_end(world: World) -> None:
@@ -460,7 +461,7 @@ def test_task_api_writes_say_whether_the_task_is_a_conversation_task(world: Worl
         (legacy, False),
     ]
     assert world.emu.flex_writes == []
-    state = world.session.get(f"{world.emu.base_url}/__emulator/state").json()
+    state = requests.get(f"{world.emu.base_url}/__emulator/state", timeout=10).json()
     assert [m["is_conversation_task"] for m in state["mutations"]] == [True, False, True, False]
     assert {"conferences", "interaction_channels", "conversations", "flex_writes"} <= set(state)
 
@@ -534,7 +535,7 @@ def test_opt_in_platform_events(world: World, kind: str) -> None:
     refs = world.interaction()
     cf = world.emu.add_conference(world.account_sid, friendly_name="room")
     world.emu.set_faults(Faults(platform_event_rate=1.0, platform_event_kinds=(kind,)))
-    world.session.get(f"{world.emu.base_url}/v1/Workspaces/{world.ws}")
+    world.session.get(f"{TASKROUTER}/v1/Workspaces/{world.ws}")
     assert [e.kind for e in world.emu.platform_events] == [kind]
     if kind == "channel_close":
         assert world.emu.interaction_channel(refs.interaction_sid, refs.channel_sid).status == (
@@ -545,3 +546,97 @@ def test_opt_in_platform_events(world: World, kind: str) -> None:
     assert "channel_close" not in Faults().platform_event_kinds
     with pytest.raises(ValueError, match="unknown platform event kinds"):
         Faults(platform_event_kinds=("meteor",))
+
+
+# ---------------------------------------------------------------- closing a closed channel
+
+
+def stranded(world: World) -> InteractionRefs:
+    """A reserved messaging task on a closed channel with no agent participant."""
+    return world.interaction(
+        channel_status="closed", agent_status=None, task={"status": "reserved"}
+    )
+
+
+def test_a_reserved_task_can_be_stranded_on_a_closed_channel(world: World) -> None:
+    refs = stranded(world)
+    assert refs.agent_participant_sid is None
+    view = world.emu.interaction_channel(refs.interaction_sid, refs.channel_sid)
+    assert view.status == "closed"
+    assert [(p.type, p.status) for p in view.participants] == [("customer", "closed")]
+    task = world.emu.task(refs.task_sid)
+    assert (task.status, task.channel) == ("reserved", "chat")
+    assert json.loads(task.attributes)["flexInteractionChannelSid"] == refs.channel_sid
+    assert world.emu.conversation(refs.conversation_sid).state == "closed"  # type: ignore[arg-type]
+
+
+def test_closing_a_closed_channel_is_refused_by_default(world: World) -> None:
+    refs = stranded(world)
+    assert world.emu.faults.closed_channel_close == "refuse"
+    form = {"Status": "closed", "Routing": '{"status":"closed"}'}
+    assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+    assert world.emu.task(refs.task_sid).status == "reserved"
+    assert world.emu.flex_writes == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("pending", "canceled"),
+        ("reserved", "canceled"),
+        ("assigned", "completed"),
+        ("wrapping", "completed"),
+    ],
+)
+def test_accept_closes_the_open_tasks_of_a_closed_channel(
+    world: World, before: str, after: str
+) -> None:
+    world.emu.set_faults(Faults(closed_channel_close="accept"))
+    refs = world.interaction(channel_status="closed", agent_status=None, task={"status": before})
+    form = {"Status": "closed", "Routing": '{"status":"closed"}'}
+    resp = world.session.post(world.channel_url(refs), data=form)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "closed"
+    task = world.emu.task(refs.task_sid)
+    assert (task.status, task.reason, task.history[-1].by) == (
+        after,
+        "Interaction channel closed",
+        "platform",
+    )
+    (write,) = world.emu.flex_writes
+    assert (write.route, write.before_channel_status, write.after_channel_status) == (
+        "update_interaction_channel",
+        "closed",
+        "closed",
+    )
+    assert [(c.task_sid, c.before, c.after) for c in write.task_changes] == [
+        (refs.task_sid, before, after)
+    ]
+    assert world.emu.mutations == []
+    # Nothing is left open now: the next close is 80906 again.
+    assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [{"Status": "closed"}, {"Status": "inactive", "Routing": '{"status":"closed"}'}],
+)
+def test_accept_still_needs_status_closed_with_routing_closed(
+    world: World, form: dict[str, str]
+) -> None:
+    world.emu.set_faults(Faults(closed_channel_close="accept"))
+    refs = stranded(world)
+    assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+    assert world.emu.task(refs.task_sid).status == "reserved"
+
+
+def test_accept_refuses_failed_channels_and_closed_ones_with_nothing_open(world: World) -> None:
+    world.emu.set_faults(Faults(closed_channel_close="accept"))
+    form = {"Status": "closed", "Routing": '{"status":"closed"}'}
+    failed = world.interaction(
+        channel_status="failed", agent_status=None, task={"status": "reserved"}
+    )
+    done = world.interaction(channel_status="closed", task={"status": "completed"})
+    for refs in (failed, done):
+        assert error(world.session.post(world.channel_url(refs), data=form)) == (400, 80906)
+    assert world.emu.flex_writes == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -10,14 +11,16 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from emulator_client import emulator_client
+from emulator_client import TASKROUTER, EmulatorSession, emulator_client
 from stuck_tasks.emulator import (
     EXTRA_KINDS,
     KIND_VERDICTS,
@@ -139,39 +142,76 @@ def test_sandbox_world_lists_in_pages_of_100() -> None:
     assert client.taskrouter is not None
 
 
-def test_standalone_process_serves_until_sigterm() -> None:
+@contextlib.contextmanager
+def standalone(*args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """``python -m stuck_tasks.emulator`` with ``args``; yields the process and its JSON line."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "stuck_tasks.emulator",
-        "--port",
-        "0",
-        "--tasks",
-        "50",
-        "--seed",
-        "1",
-    ]
+    cmd = [sys.executable, "-m", "stuck_tasks.emulator", "--port", "0", *args]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True) as proc:
         try:
             assert proc.stdout is not None
-            info = json.loads(proc.stdout.readline())
-            assert set(info) == {"base_url", "account_sid", "auth_token", "workspace_sid", "pid"}
-            assert info["pid"] == proc.pid
-            resp = requests.get(
-                f"{info['base_url']}/v1/Workspaces/{info['workspace_sid']}/Tasks",
-                auth=(info["account_sid"], info["auth_token"]),
-                params={"PageSize": 100},
-                timeout=10,
-            )
-            assert resp.status_code == 200
-            assert len(resp.json()["tasks"]) == 50
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=15) == 0
+            yield proc, json.loads(proc.stdout.readline())
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_standalone_process_serves_until_sigterm() -> None:
+    with standalone("--tasks", "50", "--seed", "1") as (proc, info):
+        assert set(info) == {
+            "base_url",
+            "account_sid",
+            "auth_token",
+            "api_key",
+            "api_secret",
+            "region",
+            "workspace_sid",
+            "pid",
+        }
+        assert info["pid"] == proc.pid
+        assert (info["api_key"], info["api_secret"], info["region"]) == (None, None, "us1")
+        session = EmulatorSession(info["base_url"], (info["account_sid"], info["auth_token"]))
+        tasks_url = f"{TASKROUTER}/v1/Workspaces/{info['workspace_sid']}/Tasks"
+        resp = session.get(tasks_url, params={"PageSize": 100})
+        assert resp.status_code == 200
+        assert len(resp.json()["tasks"]) == 50
+        # The loopback address names no Twilio host.
+        loopback = session.get(tasks_url, headers={"Host": info["base_url"].split("//")[1]})
+        assert (loopback.status_code, loopback.json()["code"]) == (404, 20404)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_standalone_flags_set_the_new_knobs_and_make_a_key() -> None:
+    read = "/twilio/taskrouter/workspaces/tasks/read"
+    args = ("--tasks", "5", "--key-kind", "restricted", "--permissions", read)
+    args += ("--clock-offset", "-3600", "--list-attributes", "--revoke-after", "3")
+    with standalone(*args) as (_, info):
+        assert info["api_key"].startswith("SK")
+        session = EmulatorSession(info["base_url"], (info["api_key"], info["api_secret"]))
+        tasks_url = f"{TASKROUTER}/v1/Workspaces/{info['workspace_sid']}/Tasks"
+        listed = session.get(tasks_url)
+        assert listed.status_code == 200
+        assert all(t["attributes"] is not None for t in listed.json()["tasks"])
+        date = parsedate_to_datetime(listed.headers["Date"])
+        assert timedelta(minutes=59) < datetime.now(timezone.utc) - date < timedelta(minutes=61)
+        workspace = session.get(f"{TASKROUTER}/v1/Workspaces/{info['workspace_sid']}")
+        assert (workspace.status_code, workspace.json()["code"]) == (403, 70051)
+        session.get(tasks_url)
+        assert session.get(tasks_url).json()["code"] == 20003  # the 4th request: revoked
+        state = requests.get(f"{info['base_url']}/__emulator/state", timeout=10).json()
+        assert state["faults"]["closed_channel_close"] == "refuse"
+        assert state["faults"]["revoke_after"] == 3
+
+
+def test_standalone_refuses_permissions_without_a_restricted_key() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    cmd = [sys.executable, "-m", "stuck_tasks.emulator", "--key-kind", "main"]
+    cmd += ["--permissions", "/twilio/voice/calls/read"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert "--permissions needs --key-kind restricted" in done.stderr
 
 
 # ---------------------------------------------------------------- kinds="voice" stays as it was

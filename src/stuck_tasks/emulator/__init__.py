@@ -4,12 +4,22 @@ TaskRouter Tasks/Workspaces, v2010 Accounts/Calls/Conferences, Flex Interaction 
 participants, Conversations.
 
 Self-contained: it imports neither ``twilio`` nor any other ``stuck_tasks`` module.
+
+Clients connect to the emulator's loopback address and send the Twilio host they mean in the
+``Host`` header (``twilio_host(product, region)``); any other Host answers 404/20404.
 """
 
 from __future__ import annotations
 
+from .access import KEY_KINDS, PERMISSIONS
 from .emulator import Emulator
-from .faults import OPT_IN_PLATFORM_EVENT_KINDS, PLATFORM_EVENT_KINDS, Faults
+from .faults import (
+    CLOSED_CHANNEL_CLOSE_MODES,
+    OPT_IN_PLATFORM_EVENT_KINDS,
+    PLATFORM_EVENT_KINDS,
+    Faults,
+)
+from .hosts import PRODUCTS, REGION_EDGES, REGIONS, twilio_host
 from .model import (
     Account,
     ApiKey,
@@ -39,10 +49,16 @@ from .seed import (
 )
 
 __all__ = [
+    "CLOSED_CHANNEL_CLOSE_MODES",
     "EXTRA_KINDS",
+    "KEY_KINDS",
     "KIND_VERDICTS",
     "OPT_IN_PLATFORM_EVENT_KINDS",
+    "PERMISSIONS",
     "PLATFORM_EVENT_KINDS",
+    "PRODUCTS",
+    "REGIONS",
+    "REGION_EDGES",
     "VOICE_KINDS",
     "Account",
     "ApiKey",
@@ -66,4 +82,5 @@ __all__ = [
     "Workspace",
     "sandbox_world",
     "seed_outage",
+    "twilio_host",
 ]

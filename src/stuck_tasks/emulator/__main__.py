@@ -2,6 +2,9 @@
 
 python -m stuck_tasks.emulator --port 0 --tasks 20000 --seed 1 --latency 0.08
 python -m stuck_tasks.emulator --tls --taskrouter-limit Task-Update=25 --taskrouter-limit Task-Fetch=50
+
+Clients connect to base_url but must send the Twilio host they mean as the Host header
+(e.g. Host: taskrouter.twilio.com); the loopback address itself answers 404 to Twilio routes.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from .access import KEY_KINDS
 from .emulator import Emulator
-from .faults import Faults
+from .faults import CLOSED_CHANNEL_CLOSE_MODES, Faults
+from .hosts import REGIONS
 from .limits import RESOURCE_KEYS
 from .seed import seed_outage
 from .tls import LoopbackTls, loopback_tls
@@ -53,6 +58,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-page-size", type=int, default=None)
     p.add_argument("--closed-task-ttl", type=float, default=300.0)
     p.add_argument("--platform-event-rate", type=float, default=0.0)
+    p.add_argument("--html-after-write-rate", type=float, default=0.0)
+    p.add_argument("--garbled-after-write-rate", type=float, default=0.0)
+    p.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        help="seconds Twilio's clock is ahead of the real one (negative: behind)",
+    )
+    p.add_argument(
+        "--list-attributes", action="store_true", help="task list pages carry attributes"
+    )
+    p.add_argument("--closed-channel-close", choices=CLOSED_CHANNEL_CLOSE_MODES, default="refuse")
+    p.add_argument(
+        "--revoke-after",
+        type=int,
+        default=None,
+        help="revoke the credentials after this many requests (401/20003 from then on)",
+    )
+    p.add_argument("--region", choices=REGIONS, default="us1", help="the account's region")
+    p.add_argument(
+        "--key-kind",
+        choices=("none", *KEY_KINDS),
+        default="none",
+        help="also create an API key of this kind (printed as api_key/api_secret)",
+    )
+    p.add_argument(
+        "--permissions",
+        default="",
+        help="comma-separated permissions of a restricted key, e.g. "
+        "/twilio/taskrouter/workspaces/tasks/read",
+    )
     _add_limit_and_tls_flags(p)
     return p
 
@@ -122,6 +158,9 @@ def _remove(path: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    permissions = tuple(p.strip() for p in args.permissions.split(",") if p.strip())
+    if permissions and args.key_kind != "restricted":
+        parser.error("--permissions needs --key-kind restricted")
     faults = Faults(
         latency=args.latency,
         latency_jitter=args.latency_jitter,
@@ -138,11 +177,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_page_size=args.max_page_size,
         closed_task_ttl=args.closed_task_ttl,
         platform_event_rate=args.platform_event_rate,
+        html_after_write_rate=args.html_after_write_rate,
+        garbled_after_write_rate=args.garbled_after_write_rate,
+        clock_offset=args.clock_offset,
+        list_attributes=args.list_attributes,
+        closed_channel_close=args.closed_channel_close,
+        revoke_after=args.revoke_after,
         seed=args.seed,
     )
     faults = _with_limits(parser, args, faults)
     emu = Emulator(faults)
-    acct = emu.add_account("Benchmark Contact Center")
+    acct = emu.add_account("Benchmark Contact Center", region=args.region)
+    try:
+        key = (
+            None
+            if args.key_kind == "none"
+            else emu.add_api_key(acct.sid, "benchmark", kind=args.key_kind, permissions=permissions)
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     ws = emu.add_workspace(acct.sid, "Benchmark Support")
     seed_outage(
         emu,
@@ -169,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "account_sid": acct.sid,
         # The emulator's own throw-away credential: the benchmark client needs it.
         "auth_token": acct.auth_token,
+        "api_key": None if key is None else key.sid,
+        "api_secret": None if key is None else key.secret,
+        "region": acct.region,
         "workspace_sid": ws.sid,
         "pid": os.getpid(),
     }

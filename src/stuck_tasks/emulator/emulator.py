@@ -16,13 +16,17 @@ from .faults import Faults
 from .server import TwilioApp
 from .world import World
 
+_MAX_LINE = 1 << 20
+
 
 class Emulator(World):
     """A local Twilio REST API (TaskRouter, v2010 Calls/Conferences, Flex Interactions, Conversations).
 
     ``start()`` serves on ``127.0.0.1`` (a free port by default) from a daemon thread with its
     own event loop, over HTTPS when given an ``ssl_context`` (see ``tls.loopback_tls``); the World
-    methods stay usable from any thread while it runs.
+    methods stay usable from any thread while it runs. Clients connect to ``base_url`` and name
+    the Twilio host they mean in the ``Host`` header (``Host: taskrouter.twilio.com``); only
+    ``/__emulator/...`` answers on any host.
     """
 
     def __init__(
@@ -80,7 +84,18 @@ class Emulator(World):
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         runner = web.AppRunner(
-            TwilioApp(self).build(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+            TwilioApp(self).build(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            # aiohttp's own 8 KiB limits answer text/plain 400s outside the app; with these
+            # raised, over-long request lines and headers reach the app and get Twilio's JSON
+            # error body instead.
+            max_line_size=_MAX_LINE,
+            max_field_size=_MAX_LINE,
+            # Bodies arrive as sent: the app refuses any Content-Encoding with Twilio's error
+            # body (aiohttp would inflate gzip itself and answer bad data with a plain 400).
+            auto_decompress=False,
         )
         try:
             loop.run_until_complete(runner.setup())

@@ -1,8 +1,10 @@
-"""Fault knobs of the emulator: latency, rate limits, errors, dropped connections, platform events."""
+"""Fault knobs of the emulator: latency, rate limits, errors, dropped connections, broken answers,
+revoked credentials, Twilio's clock, platform events."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,7 +22,10 @@ _RATES = (
     "error_after_write_rate",
     "html_rate",
     "platform_event_rate",
+    "html_after_write_rate",
+    "garbled_after_write_rate",
 )
+CLOSED_CHANNEL_CLOSE_MODES: tuple[str, ...] = ("refuse", "accept")
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,23 @@ class Faults:
     drop_before_write_rate: float = 0.0
     drop_after_write_rate: float = 0.0
     error_after_write_rate: float = 0.0
+    # A POST is applied, then answered 200 with a proxy's HTML page instead of Twilio's JSON.
+    html_after_write_rate: float = 0.0
+    # A POST is applied, then answered 200 with its JSON body cut off mid-document.
+    garbled_after_write_rate: float = 0.0
     html_rate: float = 0.0
     max_page_size: int | None = None
     closed_task_ttl: float = 300.0
+    # Seconds added to the real UTC clock to get Twilio's: every timestamp and Date header.
+    # Negative: the caller's clock runs ahead of Twilio's.
+    clock_offset: float = 0.0
+    # Task list pages carry each task's attributes (the spec's list examples) instead of null.
+    list_attributes: bool = False
+    # "accept": closing a closed channel whose tasks are still open closes them (with Routing).
+    closed_channel_close: str = "refuse"
+    # After this many Twilio-route requests (from when these faults were set), every request
+    # answers 401/20003: the credentials were revoked.
+    revoke_after: int | None = None
     platform_event_rate: float = 0.0
     platform_event_kinds: tuple[str, ...] = PLATFORM_EVENT_KINDS
     seed: int = 0
@@ -66,6 +85,15 @@ class Faults:
             raise ValueError("retry_after must not be negative")
         if self.max_page_size is not None and self.max_page_size < 1:
             raise ValueError("max_page_size must be at least 1")
+        if not math.isfinite(self.clock_offset):
+            raise ValueError("clock_offset must be a finite number of seconds")
+        if self.closed_channel_close not in CLOSED_CHANNEL_CLOSE_MODES:
+            raise ValueError(
+                f"closed_channel_close must be one of {list(CLOSED_CHANNEL_CLOSE_MODES)}, "
+                f"got {self.closed_channel_close!r}"
+            )
+        if self.revoke_after is not None and self.revoke_after < 0:
+            raise ValueError("revoke_after must not be negative")
         known = {*PLATFORM_EVENT_KINDS, *OPT_IN_PLATFORM_EVENT_KINDS}
         unknown = set(self.platform_event_kinds) - known
         if unknown:
@@ -97,7 +125,15 @@ def _coerce(name: str, value: object) -> object:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError("platform_event_kinds must be a list of strings")
         return tuple(value)
-    if name in ("concurrency_limit", "max_page_size", "seed"):
+    if name == "list_attributes":
+        if not isinstance(value, bool):
+            raise ValueError("list_attributes must be true or false")
+        return value
+    if name == "closed_channel_close":
+        if not isinstance(value, str):
+            raise ValueError("closed_channel_close must be a string")
+        return value
+    if name in ("concurrency_limit", "max_page_size", "seed", "revoke_after"):
         if value is None and name != "seed":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
@@ -107,4 +143,6 @@ def _coerce(name: str, value: object) -> object:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
     return float(value)

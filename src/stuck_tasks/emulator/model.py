@@ -60,14 +60,19 @@ class Account:
     auth_token: str = field(repr=False)
     friendly_name: str
     date_created: datetime
+    region: str = "us1"
 
 
 @dataclass(frozen=True)
 class ApiKey:
+    """``kind``: "main", "standard" or "restricted"; ``permissions`` only for restricted."""
+
     sid: str
     secret: str = field(repr=False)
     account_sid: str
     friendly_name: str
+    kind: str = "standard"
+    permissions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ class LoggedRequest:
     code: int | None
     account_sid: str | None
     fault: str | None
+    # The Host header as sent ("" when absent): which Twilio host the request was meant for.
+    host: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ ERROR_MESSAGES = {
     20404: "The requested resource was not found",
     20429: "Too Many Requests",
     20500: "Internal Server Error",
+    70051: "Authorization Failed",
     80906: "Interaction Not Open",
     20503: "Service Unavailable",
 }
@@ -32,7 +33,7 @@ ERROR_MESSAGES = {
 
 def iso(dt: datetime) -> str:
     """TaskRouter timestamps: ISO 8601 in UTC with a Z, second precision."""
-    u = dt.astimezone(UTC)
+    u = dt.astimezone(timezone.utc)
     return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
@@ -40,7 +41,12 @@ def rfc2822(dt: datetime | None) -> str | None:
     """v2010 timestamps, e.g. "Sat, 28 Nov 2026 20:15:44 +0000"."""
     if dt is None:
         return None
-    return format_datetime(dt.astimezone(UTC).replace(microsecond=0))
+    return format_datetime(dt.astimezone(timezone.utc).replace(microsecond=0))
+
+
+def imf_fixdate(dt: datetime) -> str:
+    """The HTTP Date header (RFC 7231 IMF-fixdate, whole seconds): "Sun, 06 Nov 1994 08:49:37 GMT"."""
+    return format_datetime(dt.astimezone(timezone.utc).replace(microsecond=0), usegmt=True)
 
 
 def error_body(status: int, code: int, message: str | None = None) -> JSON:
@@ -60,9 +66,10 @@ def task_json(t: TaskRecord, base: str, now: datetime, *, full: bool) -> JSON:
         "account_sid": t.account_sid,
         "age": max(0, int((now - t.date_created).total_seconds())),
         "assignment_status": t.status,
-        # Undocumented in practice (the spec's own list examples show attributes): we follow the
-        # schema prose "only displayed in FETCH action that returns a single resource. Otherwise,
-        # it will be null" because it is stricter: a client must fetch each task to read them.
+        # Conflicting sources: the schema prose says attributes are "only displayed in FETCH
+        # action that returns a single resource. Otherwise, it will be null", the spec's own list
+        # examples (and Twilio's support script) show them. Lists follow the prose (stricter: a
+        # client must fetch each task to read them) unless Faults.list_attributes is set.
         "attributes": t.attributes if full else None,
         "addons": "{}",
         "date_created": created,
@@ -152,7 +159,9 @@ def account_json(acct: Account) -> JSON:
     camel = {name: "".join(p.capitalize() for p in name.split("_")) for name in subresources}
     camel["sip"] = "SIP"
     return {
-        # auth_token is deliberately not returned (Twilio returns it; we never echo secrets).
+        # Twilio returns the auth token (twilio-oai api.v2010.account, field auth_token): a
+        # client that logs or stores this body leaks it, so the emulator returns it too.
+        "auth_token": acct.auth_token,
         "date_created": rfc2822(acct.date_created),
         "date_updated": rfc2822(acct.date_created),
         "friendly_name": acct.friendly_name,

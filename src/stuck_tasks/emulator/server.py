@@ -1,10 +1,15 @@
-"""aiohttp application: Twilio routes, auth, fault injection, request log, admin routes."""
+"""aiohttp application: Twilio routes, hosts, auth, fault injection, request log, admin routes.
+
+Every Twilio-route request passes, in order: the Host (a served Twilio product host, else
+404/20404), the credentials (401/20003, also when revoked or of another region), the product
+(a path on another product's host: 404/20404), the key's permissions (401/20003 or 403/70051),
+a well-formed request (400), then the rate limits and the route itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import math
 import time
@@ -15,7 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from . import render
+from .access import Principal, refusal
 from .faults import Faults
+from .hosts import HostRefused, TwilioHost, parse_host, product_for_path
 from .limits import SlidingWindows, limit_for
 from .model import LoggedRequest
 from .world import ApiError, World
@@ -48,8 +55,110 @@ async def _placeholder(request: web.Request) -> web.StreamResponse:
     raise AssertionError("Twilio routes are dispatched by TwilioApp._process")
 
 
-def _base(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+def _garbled(resp: web.StreamResponse) -> web.Response:
+    """A 200 whose JSON body is cut off mid-document (its headers kept, Content-Length right)."""
+    body = resp.body if isinstance(resp, web.Response) else None
+    raw = body if isinstance(body, bytes) else b"{}"
+    out = web.Response(body=raw[: max(1, len(raw) // 2)], status=200)
+    for name, value in resp.headers.items():
+        if name.lower() != "content-length":
+            out.headers[name] = value
+    return out
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    if exc.status == 405:
+        return error_response(405, 20004, "Method not allowed")
+    if exc.status == 404:
+        return error_response(404, 20404)
+    return error_response(exc.status, 20001, exc.reason)
+
+
+_FORM = "application/x-www-form-urlencoded"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _percent_decode(raw: str) -> str:
+    """Strict form decoding: ASCII only, ``+`` is a space, every ``%`` takes two hex digits,
+    and the bytes must be UTF-8 (urllib's parse_qsl would keep or replace bad input)."""
+    if not raw.isascii():
+        raise ValueError("not ASCII")
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == "%":
+            pair = raw[i + 1 : i + 3]
+            if len(pair) != 2 or not set(pair) <= _HEX:
+                raise ValueError("bad percent-encoding")
+            out.append(int(pair, 16))
+            i += 3
+            continue
+        out.append(0x20 if c == "+" else ord(c))
+        i += 1
+    return out.decode("utf-8")
+
+
+def _parse_pairs(raw: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in raw.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((_percent_decode(name), _percent_decode(value)))
+    return pairs
+
+
+def _parse_query(request: web.Request) -> tuple[dict[str, list[str]], ApiError | None]:
+    query: dict[str, list[str]] = {}
+    try:
+        pairs = _parse_pairs(request.rel_url.raw_query_string)
+    except ValueError:
+        # Undocumented: Twilio's handling of a malformed query string is not published; the
+        # emulator refuses it (stricter than decoding it leniently).
+        return query, ApiError(400, 20001, "Malformed query string")
+    for name, value in pairs:
+        query.setdefault(name, []).append(value)
+    return query, None
+
+
+async def _read_form(request: web.Request) -> tuple[dict[str, str], ApiError | None]:
+    """A POST's form: Twilio's APIs take application/x-www-form-urlencoded bodies only."""
+    if request.method != "POST":
+        return {}, None
+    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        # Undocumented: no Twilio client compresses request bodies; aiohttp would inflate gzip
+        # and pass unknown codings through as they are. Refused (stricter).
+        return {}, ApiError(400, 20001, "Content-Encoding is not supported")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return {}, ApiError(413, 20001, "Request body too large")
+    except Exception:  # a body aiohttp cannot read (bad chunking or Content-Encoding)
+        return {}, ApiError(400, 20001, "Malformed request body")
+    if not body:
+        return {}, None
+    media, *params = request.headers.get("Content-Type", "").split(";")
+    charset = "utf-8"
+    for param in params:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media.strip().lower() != _FORM or charset not in ("utf-8", "utf8"):
+        # Undocumented: a JSON, multipart or other body on these endpoints is refused (a
+        # lenient server would ignore it and apply an empty update: stricter).
+        return {}, ApiError(400, 20001, f"Content-Type must be {_FORM}")
+    try:
+        pairs = _parse_pairs(body.decode("ascii"))
+    except ValueError:
+        return {}, ApiError(400, 20001, "Malformed form body")
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            # Undocumented: a parameter given twice is refused (stricter than last-one-wins).
+            return {}, ApiError(400, 20001, f"Parameter {name} given more than once")
+        form[name] = value
+    return form, None
 
 
 @dataclass
@@ -72,6 +181,7 @@ class _Ctx:
     query: dict[str, list[str]]
     form: dict[str, str]
     if_match: str | None
+    base: str  # https://{the Twilio host the request named}
     extra_headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -113,8 +223,7 @@ class TwilioApp:
         conferences = "/2010-04-01/Accounts/{ac}/Conferences"
         r.add_get(conferences + ".json", _placeholder, name="list_conferences")
         r.add_get(conferences + "/{cf}.json", _placeholder, name="fetch_conference")
-        # flex-api.twilio.com and conversations.twilio.com: hosts are rewritten by clients, so
-        # these paths live next to TaskRouter's /v1/Workspaces.
+        # Routes of every product share one path space; the Host header picks the product.
         channel = "/v1/Interactions/{kd}/Channels/{uo}"
         r.add_get(channel, _placeholder, name="fetch_interaction_channel")
         r.add_post(channel, _placeholder, name="update_interaction_channel")
@@ -125,6 +234,7 @@ class TwilioApp:
         r.add_get("/v1/Conversations/{ch}", _placeholder, name="fetch_conversation")
         r.add_get("/__emulator/state", self._admin_state, name="admin_state")
         r.add_post("/__emulator/faults", self._admin_faults, name="admin_faults")
+        app.on_response_prepare.append(self._stamp_date)
         return app
 
     # ------------------------------------------------------------- pipeline
@@ -132,31 +242,61 @@ class TwilioApp:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/__emulator/"):
-            return await handler(request)
+            # Admin routes answer on any host (clients reach them at the loopback address).
+            try:
+                return await handler(request)
+            except web.HTTPException as exc:
+                return _http_error(exc)
         return await self._twilio(request, handler)
+
+    async def _stamp_date(self, request: web.Request, response: web.StreamResponse) -> None:
+        # aiohttp stamps Date from the real clock; every answer carries Twilio's instead.
+        response.headers["Date"] = render.imf_fixdate(self.world.now())
 
     async def _twilio(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         world = self.world
         started = time.monotonic()
         seq = world.next_seq()
+        raw_host = request.headers.get("Host", "")
+        revoked = world.revoked_on_this_request()
+        try:
+            host: TwilioHost | HostRefused = parse_host(raw_host)
+        except HostRefused as exc:
+            host = exc
         route = request.match_info.route
         kind = route.name if route.name and request.match_info.http_exception is None else "other"
+        on_its_host = (
+            isinstance(host, TwilioHost) and product_for_path(request.path) == host.product
+        )
+        if not on_its_host:
+            kind = "other"
         world.count(kind)
-        query: dict[str, list[str]] = {}
-        for k, v in request.query.items():
-            query.setdefault(k, []).append(v)
-        form: dict[str, str] = {}
-        if request.method == "POST" and request.can_read_body:
-            data = await request.post()
-            form = {k: v for k, v in data.items() if isinstance(v, str)}
+        query, bad_query = _parse_query(request)
+        form, bad_body = await _read_form(request)
         if_match = request.headers.get("If-Match")
-        account_sid = self._authenticate(request)
+        principal = self._principal(request) if isinstance(host, TwilioHost) else None
         world.maybe_platform_event()
-        if account_sid is None:
-            outcome = _Outcome(error_response(401, 20003, "Authenticate"), code=20003)
+        account_sid: str | None = None
+        if isinstance(host, HostRefused):
+            # Not a Twilio product host that is served (the emulator's own address, a retired
+            # or unknown host): nothing there answers any Twilio route (strict).
+            outcome = _Outcome(error_response(404, 20404, str(host)), code=20404)
+        elif principal is None or revoked or principal.region != host.region:
+            # Bad or revoked credentials; or credentials of another region: error 20003 lists
+            # "Attempted API Key is for the incorrect Twilio Region", and IE1 needs IE1
+            # credentials (TWILIO_FACTS §6, §7).
+            fault = "revoked" if principal is not None and revoked else None
+            outcome = _Outcome(error_response(401, 20003, "Authenticate"), code=20003, fault=fault)
+        elif not on_its_host:
+            # A path sent to another product's host: 404/20404, as Twilio answers.
+            account_sid = principal.account_sid
+            outcome = _Outcome(error_response(404, 20404), code=20404)
         else:
-            ctx = _Ctx(account_sid, query, form, if_match)
-            outcome = await self._admitted(request, handler, kind, ctx)
+            account_sid = principal.account_sid
+            ctx = _Ctx(account_sid, query, form, if_match, host.base_url)
+            outcome = await self._screened(
+                request, handler, kind, principal, ctx, bad_query or bad_body
+            )
         finished = time.monotonic()
         resp = outcome.response
         in_flight = 0 if account_sid is None else world.in_flight(account_sid) + 1
@@ -183,6 +323,7 @@ class TwilioApp:
                 code=outcome.code,
                 account_sid=account_sid,
                 fault=outcome.fault,
+                host=raw_host,
             )
         )
         if outcome.drop and request.transport is not None:
@@ -190,19 +331,37 @@ class TwilioApp:
             request.transport.close()
         return resp
 
-    def _authenticate(self, request: web.Request) -> str | None:
+    async def _screened(
+        self,
+        request: web.Request,
+        handler: Handler,
+        kind: str,
+        principal: Principal,
+        ctx: _Ctx,
+        malformed: ApiError | None,
+    ) -> _Outcome:
+        """Key permissions, then malformed requests, then the rate limits and the route."""
+        refused = refusal(principal, kind)
+        if refused is not None:
+            resp = error_response(refused.status, refused.code, refused.message)
+            return _Outcome(resp, code=refused.code)
+        if malformed is not None:
+            return _Outcome(json_response(malformed.body(), malformed.status), code=malformed.code)
+        return await self._admitted(request, handler, kind, ctx)
+
+    def _principal(self, request: web.Request) -> Principal | None:
         header = request.headers.get("Authorization", "")
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic" or not encoded:
             return None
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             return None
         username, sep, password = decoded.partition(":")
         if not sep:
             return None
-        return self.world.authenticate(username, password)
+        return self.world.principal(username, password)
 
     def _rate_limited(self, account_sid: str, faults: Faults) -> str | None:
         world = self.world
@@ -319,31 +478,32 @@ class TwilioApp:
                 return _Outcome(resp, code=code, fault="drop_after_write", drop=True)
             if self._chance(faults.error_after_write_rate):
                 return _Outcome(error_response(500, 20500), code=20500, fault="error_after_write")
+            if self._chance(faults.html_after_write_rate):
+                page = web.Response(body=_HTML, content_type="text/html")
+                return _Outcome(page, fault="html_after_write")
+            if self._chance(faults.garbled_after_write_rate):
+                return _Outcome(_garbled(resp), fault="garbled_after_write")
         return _Outcome(resp, code=code)
 
     # ------------------------------------------------------------- Twilio handlers
 
     async def _list_workspaces(self, request: web.Request, ctx: _Ctx) -> web.Response:
-        page = self.world.api_list_workspaces(
-            ctx.account_sid, _base(request), request.path, ctx.query
-        )
+        page = self.world.api_list_workspaces(ctx.account_sid, ctx.base, request.path, ctx.query)
         return json_response(page)
 
     async def _fetch_workspace(self, request: web.Request, ctx: _Ctx) -> web.Response:
-        ws = self.world.api_fetch_workspace(
-            ctx.account_sid, request.match_info["ws"], _base(request)
-        )
+        ws = self.world.api_fetch_workspace(ctx.account_sid, request.match_info["ws"], ctx.base)
         return json_response(ws)
 
     async def _list_tasks(self, request: web.Request, ctx: _Ctx) -> web.Response:
         page = self.world.api_list_tasks(
-            ctx.account_sid, request.match_info["ws"], _base(request), request.path, ctx.query
+            ctx.account_sid, request.match_info["ws"], ctx.base, request.path, ctx.query
         )
         return json_response(page)
 
     async def _fetch_task(self, request: web.Request, ctx: _Ctx) -> web.Response:
         task, etag = self.world.api_fetch_task(
-            ctx.account_sid, request.match_info["ws"], request.match_info["task"], _base(request)
+            ctx.account_sid, request.match_info["ws"], request.match_info["task"], ctx.base
         )
         # The ETag is the bare revision number (e.g. 3), unquoted: Twilio's format is undocumented
         # and Twilio's own code JSON.parse()s it. Clients must echo it verbatim in If-Match.
@@ -354,7 +514,7 @@ class TwilioApp:
             ctx.account_sid,
             request.match_info["ws"],
             request.match_info["task"],
-            _base(request),
+            ctx.base,
             ctx.form,
             ctx.if_match,
         )
@@ -384,21 +544,21 @@ class TwilioApp:
     async def _fetch_interaction_channel(self, request: web.Request, ctx: _Ctx) -> web.Response:
         m = request.match_info
         channel = self.world.api_fetch_interaction_channel(
-            ctx.account_sid, m["kd"], m["uo"], _base(request)
+            ctx.account_sid, m["kd"], m["uo"], ctx.base
         )
         return json_response(channel)
 
     async def _update_interaction_channel(self, request: web.Request, ctx: _Ctx) -> web.Response:
         m = request.match_info
         channel = self.world.api_update_interaction_channel(
-            ctx.account_sid, m["kd"], m["uo"], _base(request), ctx.form
+            ctx.account_sid, m["kd"], m["uo"], ctx.base, ctx.form
         )
         return json_response(channel)
 
     async def _list_interaction_participants(self, request: web.Request, ctx: _Ctx) -> web.Response:
         m = request.match_info
         page = self.world.api_list_interaction_participants(
-            ctx.account_sid, m["kd"], m["uo"], _base(request), request.path, ctx.query
+            ctx.account_sid, m["kd"], m["uo"], ctx.base, request.path, ctx.query
         )
         return json_response(page)
 
@@ -407,13 +567,13 @@ class TwilioApp:
     ) -> web.Response:
         m = request.match_info
         participant = self.world.api_update_interaction_participant(
-            ctx.account_sid, m["kd"], m["uo"], m["ut"], _base(request), ctx.form
+            ctx.account_sid, m["kd"], m["uo"], m["ut"], ctx.base, ctx.form
         )
         return json_response(participant)
 
     async def _fetch_conversation(self, request: web.Request, ctx: _Ctx) -> web.Response:
         conversation = self.world.api_fetch_conversation(
-            ctx.account_sid, request.match_info["ch"], _base(request)
+            ctx.account_sid, request.match_info["ch"], ctx.base
         )
         return json_response(conversation)
 

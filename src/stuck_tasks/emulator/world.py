@@ -20,12 +20,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
 from . import render
+from .access import KEY_KINDS, Principal
 from .faults import Faults
+from .hosts import REGIONS
 from .model import (
     CALL_STATUSES,
     CHANNEL_STATUSES,
@@ -62,7 +64,7 @@ from .model import (
 Key = tuple[int, str]
 JSON = dict[str, Any]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICRO = timedelta(microseconds=1)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
@@ -120,8 +122,16 @@ def not_found() -> ApiError:
     return ApiError(404, 20404)
 
 
+def _own_account(account_sid: str, path_account: str) -> None:
+    """Credentials of account A on a v2010 path of account B: 401/20003, not 404 (error 20003
+    page: "subaccount credentials on the parent account" and similar; TWILIO_FACTS §0). The
+    emulator has no subaccounts, so any other account is refused, a parent's own ones too."""
+    if path_account != account_sid:
+        raise ApiError(401, 20003, "Authenticate")
+
+
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 def _sid(prefix: str) -> str:
@@ -192,8 +202,9 @@ class World:
         self, faults: Faults | None = None, clock: Callable[[], datetime] | None = None
     ) -> None:
         self._lock = threading.Lock()
-        self._clock = clock or _utcnow
+        self._base_clock = clock or _utcnow
         self._faults = faults or Faults()
+        self._requests_since_faults = 0
         self._rng = random.Random(self._faults.seed)
         self._accounts: dict[str, Account] = {}
         self._keys: dict[str, ApiKey] = {}
@@ -221,21 +232,64 @@ class World:
         self._conversations: dict[str, ConversationRecord] = {}
         self._flex_writes: list[FlexWrite] = []
 
+    # ----------------------------------------------------------------- clock
+
+    def _clock(self) -> datetime:
+        """Twilio's clock: the real (or injected) UTC clock plus ``faults.clock_offset``."""
+        return self._base_clock() + timedelta(seconds=self._faults.clock_offset)
+
+    def now(self) -> datetime:
+        """The emulated Twilio clock (what timestamps and the HTTP Date header say)."""
+        return self._clock()
+
     # ----------------------------------------------------------------- setup (platform side)
 
-    def add_account(self, friendly_name: str = "Test Account") -> Account:
-        acct = Account(_sid("AC"), secrets.token_hex(16), friendly_name, self._clock())
+    def add_account(self, friendly_name: str = "Test Account", *, region: str = "us1") -> Account:
+        """An account living in ``region`` ("us1", "ie1" or "au1"): only hosts of that region
+        accept its credentials."""
+        if region not in REGIONS:
+            raise ValueError(f"unknown region {region!r}; one of {list(REGIONS)}")
+        acct = Account(_sid("AC"), secrets.token_hex(16), friendly_name, self._clock(), region)
         with self._lock:
             self._accounts[acct.sid] = acct
             self._ws_index[acct.sid] = []
             self._conf_index[acct.sid] = []
         return acct
 
-    def add_api_key(self, account_sid: str, friendly_name: str = "key") -> ApiKey:
-        key = ApiKey(_sid("SK"), secrets.token_urlsafe(24), account_sid, friendly_name)
+    def add_api_key(
+        self,
+        account_sid: str,
+        friendly_name: str = "key",
+        *,
+        kind: str = "standard",
+        permissions: Sequence[str] = (),
+    ) -> ApiKey:
+        """An API key of ``kind`` "main", "standard" (the Console's default) or "restricted".
+
+        :param permissions: Restricted keys only: permission strings such as
+            ``/twilio/taskrouter/workspaces/tasks/read`` (see ``PERMISSIONS``).
+        """
+        if kind not in KEY_KINDS:
+            raise ValueError(f"unknown key kind {kind!r}; one of {list(KEY_KINDS)}")
+        if isinstance(permissions, str):
+            raise TypeError("permissions must be a sequence of strings, not one string")
+        perms = tuple(permissions)
+        if perms and kind != "restricted":
+            raise ValueError("only restricted keys carry permissions")
+        malformed = [p for p in perms if not (isinstance(p, str) and p.startswith("/twilio/"))]
+        if malformed:
+            # Policy form, e.g. /twilio/messaging/messages/read. Permissions that no emulated
+            # route needs (Messaging, ...) are accepted: they grant nothing here.
+            raise ValueError(f"permissions must look like /twilio/<product>/...: {malformed}")
+        key = ApiKey(_sid("SK"), secrets.token_urlsafe(24), account_sid, friendly_name, kind, perms)
         with self._lock:
-            if account_sid not in self._accounts:
+            acct = self._accounts.get(account_sid)
+            if acct is None:
                 raise KeyError(account_sid)
+            if kind == "restricted" and acct.region != "us1":
+                # "Restricted API Keys is only available in the US region" (GA changelog,
+                # 2025-12-10).
+                raise ValueError("restricted API keys exist in the us1 region only")
             self._keys[key.sid] = key
         return key
 
@@ -633,6 +687,7 @@ class World:
             self._faults = faults
             self._rng = random.Random(faults.seed)
             self._server_errors = 0
+            self._requests_since_faults = 0
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -1045,15 +1100,29 @@ class World:
 
     def authenticate(self, username: str, password: str) -> str | None:
         """The caller's account SID, or None. Constant-time comparison of secrets."""
+        principal = self.principal(username, password)
+        return None if principal is None else principal.account_sid
+
+    def principal(self, username: str, password: str) -> Principal | None:
+        """Whom these credentials name (account, region, key kind), or None."""
         with self._lock:
             acct = self._accounts.get(username)
             if acct is not None:
                 ok = hmac.compare_digest(acct.auth_token.encode(), password.encode())
-                return acct.sid if ok else None
+                return Principal(acct.sid, acct.region, "token") if ok else None
             key = self._keys.get(username)
             if key is not None and hmac.compare_digest(key.secret.encode(), password.encode()):
-                return key.account_sid
+                region = self._accounts[key.account_sid].region
+                return Principal(key.account_sid, region, key.kind, frozenset(key.permissions))
         return None
+
+    def revoked_on_this_request(self) -> bool:
+        """Count one Twilio-route request; True once ``faults.revoke_after`` requests were
+        answered since the faults were set (every credential is revoked from then on)."""
+        with self._lock:
+            self._requests_since_faults += 1
+            limit = self._faults.revoke_after
+            return limit is not None and self._requests_since_faults > limit
 
     def next_seq(self) -> int:
         return next(self._seq)
@@ -1112,16 +1181,12 @@ class World:
         return t
 
     def api_fetch_account(self, account_sid: str, path_account: str) -> JSON:
-        # Undocumented: fetching any account other than the authenticated one (even a
-        # subaccount) answers 404; stricter than Twilio, which lets parents read subaccounts.
-        if path_account != account_sid:
-            raise not_found()
+        _own_account(account_sid, path_account)
         with self._lock:
             return render.account_json(self._accounts[account_sid])
 
     def api_fetch_call(self, account_sid: str, path_account: str, call_sid: str) -> JSON:
-        if path_account != account_sid:
-            raise not_found()
+        _own_account(account_sid, path_account)
         with self._lock:
             c = self._calls.get(call_sid)
             if c is None or c.account_sid != account_sid:
@@ -1183,7 +1248,8 @@ class World:
                 return self._visible(t, now) and all(check(t) for check in checks)
 
             result = _page_keys(lists, paging, served_size, keep)
-            items = [render.task_json(tasks[k[1]], base, now, full=False) for k in result.keys]
+            full = self._faults.list_attributes
+            items = [render.task_json(tasks[k[1]], base, now, full=full) for k in result.keys]
         filters = [(k, v) for k, vs in query.items() if k not in _PAGING_PARAMS for v in vs]
         meta = _meta("tasks", base + path, filters, paging, result, served_size=served_size)
         return {"tasks": items, "meta": meta}
@@ -1275,7 +1341,7 @@ class World:
 
     def _call_state_for(self, t: TaskRecord) -> tuple[str | None, datetime | None]:
         try:
-            attrs = json.loads(t.attributes)
+            attrs = _strict_json(t.attributes)
         except ValueError:
             return None, None
         call_sid = attrs.get("call_sid") if isinstance(attrs, dict) else None
@@ -1287,8 +1353,7 @@ class World:
     # ----------------------------------------------------------------- conferences, Flex, Conversations
 
     def api_fetch_conference(self, account_sid: str, path_account: str, conf_sid: str) -> JSON:
-        if path_account != account_sid:
-            raise not_found()
+        _own_account(account_sid, path_account)
         with self._lock:
             c = self._conferences.get(conf_sid)
             if c is None or c.account_sid != account_sid:
@@ -1298,8 +1363,7 @@ class World:
     def api_list_conferences(
         self, account_sid: str, path_account: str, path: str, query: Mapping[str, list[str]]
     ) -> JSON:
-        if path_account != account_sid:
-            raise not_found()
+        _own_account(account_sid, path_account)
         for name in query:
             if name.startswith(("DateCreated", "DateUpdated")):
                 raise ApiError(400, 20001, f"{name} is not supported by the emulator")
@@ -1316,8 +1380,14 @@ class World:
                 lst = self._conf_index.get(account_sid, [])
             conferences = self._conferences
 
+            # Twilio changelog 2026-06-10 (rollout moved to 2026-09-30 on 2026-07-08): without
+            # Status the list returns in-progress conferences only; ended ones need
+            # Status=completed (TWILIO_FACTS §0). That init is in no default is [M]: we choose
+            # the stricter reading.
+            wanted = status or "in-progress"
+
             def keep(key: Key) -> bool:
-                return status is None or conferences[key[1]].status == status
+                return conferences[key[1]].status == wanted
 
             result = _page_keys([lst], paging, paging.page_size, keep)
             items = [render.conference_json(conferences[k[1]]) for k in result.keys]
@@ -1351,7 +1421,9 @@ class World:
         now = self._clock()
         with self._lock:
             ch = self._channel_for(account_sid, kd, uo)
-            if ch.status in _NOT_OPEN_CHANNEL_STATUSES:
+            if ch.status in _NOT_OPEN_CHANNEL_STATUSES and not self._closes_leftovers(
+                ch, status, close_tasks=close_tasks
+            ):
                 # Error 80906 is documented for completing an already-closed interaction; the
                 # same answer for a failed channel and for a repeated close is our (stricter)
                 # choice -- a client must check the status first.
@@ -1364,6 +1436,18 @@ class World:
                 "update_interaction_channel", ch, None, form, before, changes, now
             )
             return render.interaction_channel_json(ch, base)
+
+    def _closes_leftovers(self, ch: ChannelRecord, status: str, *, close_tasks: bool) -> bool:
+        """With ``closed_channel_close="accept"``: Status=closed with Routing closed on a
+        closed channel whose tasks are still open is accepted and closes those tasks."""
+        if self._faults.closed_channel_close != "accept":
+            return False
+        if ch.status != "closed" or status != "closed" or not close_tasks:
+            return False
+        return any(
+            t is not None and t.status not in CLOSED_TASK_STATUSES
+            for t in (self._tasks.get(sid) for sid in ch.task_sids)
+        )
 
     def api_list_interaction_participants(
         self,
@@ -1477,9 +1561,31 @@ _REQUEST_KINDS = (
 )
 
 
+def _strict_json(raw: str) -> Any:
+    """JSON as RFC 8259 has it: NaN/Infinity are refused, and so is nesting too deep to parse
+    (Python's json would raise RecursionError: never a 500)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(raw, parse_constant=refuse)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _int(raw: str) -> int:
+    """An integer written in ASCII digits with an optional minus (int() would also take
+    "1_000", " 7" and non-ASCII digits: stricter)."""
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 30:
+        raise ValueError(raw)
+    return int(raw)
+
+
 def _is_conversation_task(raw: str) -> bool:
     try:
-        attrs = json.loads(raw)
+        attrs = _strict_json(raw)
     except ValueError:
         return False
     return isinstance(attrs, dict) and any(attrs.get(k) for k in _CONVERSATION_KEYS)
@@ -1490,7 +1596,7 @@ def _paging(query: Mapping[str, list[str]], *, ascending: bool = True) -> _Pagin
     page_size = DEFAULT_PAGE_SIZE
     if raw_size is not None:
         try:
-            page_size = int(raw_size)
+            page_size = _int(raw_size)
         except ValueError:
             raise ApiError(400, 20001, f"Invalid PageSize: {raw_size}") from None
         if page_size > MAX_PAGE_SIZE:
@@ -1501,7 +1607,7 @@ def _paging(query: Mapping[str, list[str]], *, ascending: bool = True) -> _Pagin
     page = 0
     if raw_page is not None:
         try:
-            page = int(raw_page)
+            page = _int(raw_page)
         except ValueError:
             raise ApiError(400, 20001, f"Invalid Page: {raw_page}") from None
         if page < 0:
@@ -1543,7 +1649,7 @@ def _task_filters(query: Mapping[str, list[str]]) -> list[Callable[[TaskRecord],
     raw_priority = _single(query, "Priority")
     if raw_priority is not None:
         try:
-            priority = int(raw_priority)
+            priority = _int(raw_priority)
         except ValueError:
             raise ApiError(400, 20001, f"Invalid Priority: {raw_priority}") from None
         checks.append(lambda t: t.priority == priority)
@@ -1559,7 +1665,7 @@ def _priority(raw: str | None) -> int | None:
     if raw is None:
         return None
     try:
-        value = int(raw)
+        value = _int(raw)
     except ValueError:
         raise ApiError(400, 20001, f"Invalid Priority: {raw}") from None
     if not 0 <= value <= 2_147_483_647:
@@ -1569,7 +1675,7 @@ def _priority(raw: str | None) -> int | None:
 
 def _check_attributes(raw: str) -> None:
     try:
-        value = json.loads(raw)
+        value = _strict_json(raw)
     except ValueError:
         raise ApiError(400, 20001, "Attributes must be a valid JSON object") from None
     if not isinstance(value, dict):
@@ -1669,7 +1775,7 @@ def _reject_unknown(form: Mapping[str, str], allowed: set[str]) -> None:
 def _routing_closed(raw: str) -> bool:
     """``Routing`` must be a JSON object whose status is "closed" (the only allowed value)."""
     try:
-        routing = json.loads(raw)
+        routing = _strict_json(raw)
     except ValueError:
         raise ApiError(400, 20001, "Routing must be a valid JSON object") from None
     if not isinstance(routing, dict) or routing.get("status") != "closed":
