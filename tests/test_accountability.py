@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -184,12 +185,18 @@ def test_a_stale_plan_is_refused(outage: World, tmp_path):
 # ------------------------------------------------------------------ guards
 
 
-@pytest.mark.parametrize("mode", [["--yes"], []])
-def test_max_changes_refuses_and_its_override_works(outage: World, mode):
-    result = outage.invoke(*mode, "--max-changes", "5", input="y\n")
+def test_max_changes_refuses_and_its_override_works(outage: World):
+    result = outage.invoke("--yes", "--max-changes", "5")
     assert result.exit_code == 2
     assert "--max-changes" in result.stderr
     assert outage.emu.mutations == []
+    # A rehearsal says what the real run will meet, with the same numbers.
+    rehearsal = outage.invoke("--dry-run", "--max-changes", "5")
+    assert rehearsal.exit_code == 0
+    assert "a real run would refuse" in rehearsal.stdout
+    refused = re.search(r"closes (\d+) tasks", result.stderr)
+    rehearsed = re.search(r"closes (\d+) tasks", rehearsal.stdout)
+    assert refused and rehearsed and refused.group(1) == rehearsed.group(1)
     result = outage.invoke("--yes", "--max-changes", "100000")
     assert result.exit_code == 0
     assert outage.emu.mutations

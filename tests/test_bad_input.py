@@ -30,7 +30,7 @@ def test_wrong_credentials(world: World):
     result = world.invoke("--yes", TWILIO_AUTH_TOKEN="0" * 32)
     assert result.exit_code == 2
     assert one_line(result.stderr), result.stderr
-    assert "rejected the credentials" in result.stderr
+    assert "refused the credentials" in result.stderr
     assert world.emu.mutations == []
 
 
@@ -96,7 +96,7 @@ def test_api_unreachable_connection_refused(world: World):
 
 def test_api_unreachable_name_not_resolved(world: World):
     result = world.invoke(
-        "--yes", "--deadline", "20s", STUCK_TASKS_BASE_URL="http://no-such-host.invalid"
+        "--yes", "--deadline", "20s", STUCK_TASKS_BASE_URL="https://no-such-host.invalid"
     )
     assert result.exit_code == 1
     assert one_line(result.stderr), result.stderr

@@ -86,7 +86,7 @@ def test_dry_run_sends_no_write_and_prints_the_plan(outage: World):
     assert result.exit_code == 0, result.stderr
     assert outage.writes() == []
     assert outage.emu.mutations == []
-    assert "Plan for workspace" in result.stdout
+    assert "Plan: " in result.stdout
     assert "Sample of tasks to close" in result.stdout
     assert "Dry run: nothing was changed" in result.stdout
 

@@ -37,9 +37,10 @@ def test_readme_options_block_matches_help(monkeypatch):
     result = CliRunner().invoke(cli, ["--help"], terminal_width=100, env={"COLUMNS": "100"})
     assert result.exit_code == 0
     help_options = result.stdout[
-        result.stdout.index("Options:") : result.stdout.index("  -h, --help")
-    ]
-    readme_options = README[README.index("Options:\n") : README.index("  -h, --help")]
+        result.stdout.index("Credentials:") : result.stdout.index("  Exit codes:")
+    ].rstrip()
+    start = README.index("```text\nCredentials:\n") + len("```text\n")
+    readme_options = README[start : README.index("```", start)].rstrip()
     assert readme_options == help_options, (
         "README's options block is stale: regenerate it from --help"
     )
@@ -59,4 +60,4 @@ def test_help_lists_every_exit_code():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     listed = re.findall(r"^\s+(\d+)\s{2,}\S", result.stdout.split("Exit codes:")[1], re.M)
-    assert listed == ["0", "1", "2", "3", "130"]
+    assert listed == ["0", "1", "2", "3", "4", "130"]

@@ -18,6 +18,7 @@ import requests
 from stuck_tasks.emulator import Emulator, Faults
 from stuck_tasks.emulator.limits import Limit, SlidingWindows, limit_for
 
+TASKROUTER = "taskrouter.twilio.com"
 HEADERS = ("X-Rate-Limit-Limit", "X-Rate-Limit-Remaining", "X-Rate-Limit-Config")
 
 
@@ -198,6 +199,7 @@ def world() -> Iterator[World]:
         ws = emu.add_workspace(acct.sid)
         session = requests.Session()
         session.auth = (acct.sid, acct.auth_token)
+        session.headers["Host"] = TASKROUTER  # connect to the emulator, mean TaskRouter
         yield World(emu, session, (acct.sid, acct.auth_token), ws.sid)
         session.close()
 
@@ -273,7 +275,9 @@ def test_each_workspace_and_each_account_has_its_own_budget(world: World) -> Non
     assert world.session.get(world.tasks_url(ws=other_ws)).status_code == 200
     assert world.session.get(workspaces).status_code == 200
     assert world.session.get(workspaces).status_code == 429
-    resp = requests.get(workspaces, auth=(other.sid, other.auth_token), timeout=10)
+    resp = requests.get(
+        workspaces, auth=(other.sid, other.auth_token), headers={"Host": TASKROUTER}, timeout=10
+    )
     assert resp.status_code == 200
     assert resp.headers["X-Rate-Limit-Config"] == "Workspace-List;window=60"
 
@@ -315,6 +319,7 @@ def concurrent_gets(world: World, n: int, url: str) -> list[requests.Response]:
 
     def one(_: int) -> requests.Response:
         with requests.Session() as s:
+            s.headers["Host"] = TASKROUTER
             s.auth = world.auth
             barrier.wait()
             return s.get(url, timeout=30)
@@ -325,7 +330,7 @@ def concurrent_gets(world: World, n: int, url: str) -> list[requests.Response]:
 
 def test_twilio_concurrent_requests_counts_this_request_and_those_in_flight(world: World) -> None:
     assert world.session.get(world.tasks_url()).headers["Twilio-Concurrent-Requests"] == "1"
-    unauthenticated = requests.get(world.tasks_url(), timeout=10)
+    unauthenticated = requests.get(world.tasks_url(), headers={"Host": TASKROUTER}, timeout=10)
     assert unauthenticated.headers["Twilio-Concurrent-Requests"] == "0"
     world.emu.set_faults(Faults(latency=1.0))  # all eight are in flight together
     answers = concurrent_gets(world, 8, world.tasks_url())

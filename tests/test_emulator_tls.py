@@ -39,8 +39,14 @@ def https(tls: LoopbackTls) -> Iterator[tuple[Emulator, tuple[str, str], str]]:
     emu.stop()
 
 
+HOST = "taskrouter.twilio.com"  # connect to the emulator, mean TaskRouter
+
+
 def aiohttp_get(url: str, auth: tuple[str, str], ssl_option: ssl.SSLContext | bool) -> int:
-    headers = {"Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()}
+    headers = {
+        "Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode(),
+        "Host": HOST,
+    }
 
     async def go() -> int:
         async with (
@@ -59,12 +65,17 @@ def test_an_https_round_trip_trusting_the_throwaway_ca(
     emu, auth, ws = https
     assert emu.base_url.startswith("https://127.0.0.1:")
     url = f"{emu.base_url}/v1/Workspaces/{ws}/Tasks?PageSize=1"
-    resp = requests.get(url, auth=auth, verify=tls.ca_file, timeout=10)
+    resp = requests.get(url, auth=auth, headers={"Host": HOST}, verify=tls.ca_file, timeout=10)
     assert resp.status_code == 200
-    assert resp.json()["meta"]["url"].startswith(f"{emu.base_url}/v1/Workspaces/")
+    assert resp.json()["meta"]["url"].startswith(f"https://{HOST}/v1/Workspaces/")
     assert aiohttp_get(url, auth, tls.client_context()) == 200
     by_name = url.replace("127.0.0.1", "localhost")  # the certificate names both
-    assert requests.get(by_name, auth=auth, verify=tls.ca_file, timeout=10).status_code == 200
+    assert (
+        requests.get(
+            by_name, auth=auth, headers={"Host": HOST}, verify=tls.ca_file, timeout=10
+        ).status_code
+        == 200
+    )
 
 
 def test_https_fails_without_trusting_the_ca(
@@ -94,7 +105,7 @@ url, user, password = sys.argv[1:4]
 async def with_aiohttp():
     try:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        auth = {"Authorization": f"Basic {token}"}
+        auth = {"Authorization": f"Basic {token}", "Host": "taskrouter.twilio.com"}
         async with aiohttp.ClientSession(headers=auth) as s:
             async with s.post(url, data={"AssignmentStatus": "canceled", "Reason": "x"}) as r:
                 return [r.status, {k: v for k, v in r.headers.items() if k.startswith("X-Rate")}]
@@ -102,7 +113,9 @@ async def with_aiohttp():
         return type(exc).__name__
 
 try:
-    plain = requests.get(url, auth=(user, password), timeout=10).status_code
+    plain = requests.get(
+        url, auth=(user, password), headers={"Host": "taskrouter.twilio.com"}, timeout=10
+    ).status_code
 except requests.exceptions.SSLError as exc:
     plain = type(exc).__name__
 print(json.dumps({"aiohttp": asyncio.run(with_aiohttp()), "requests": plain}))

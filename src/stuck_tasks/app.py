@@ -401,15 +401,17 @@ class Run:
             return self.finish()
         if s.dry_run or not ran.plan.to_close or refusals:
             return self.finish()
-        return self._question(ran.plan.to_close)
+        return self._question(ran.plan.cases)
 
     def _question(self, cases: tuple[Case, ...]) -> Question:
+        """Ask before closing the tasks of ``cases`` that are to close (all are shown)."""
         assert self.target is not None
         t = self.target
+        count = sum(1 for c in cases if c.decision.acts)
         account = f"{t.account_name!r} ({t.account_sid})" if t.account_name else t.account_sid
         return Question(
             text=(
-                f"Close {len(cases)} tasks in workspace {t.workspace_name!r} ({t.workspace_sid}) "
+                f"Close {count} tasks in workspace {t.workspace_name!r} ({t.workspace_sid}) "
                 f"of account {account}?"
             ),
             plan=cases,
@@ -521,7 +523,7 @@ class Run:
             document=document,
             exit_code=code,
             messages=messages,
-            plan=plan.to_close if not s.writes and not s.task_sids else None,
+            plan=plan.cases if not s.writes and not s.task_sids else None,
             explain=plan.cases if s.task_sids else None,
             results=results,
             target=self.target,

@@ -8,6 +8,7 @@ type, a row that is not an object) is a ``BadResponse``, never a traceback.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -140,6 +141,10 @@ class TwilioGateway:
             return convert(await op())
         except StuckTasksError:
             raise
+        except json.JSONDecodeError as exc:
+            raise BadResponse(
+                "Twilio's answer is not JSON (a proxy's page, or a wrong --base-url?)"
+            ) from exc
         except Exception as exc:
             raise BadResponse(f"Twilio's answer could not be read ({type(exc).__name__})") from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -636,7 +637,7 @@ class Display:
         self.tty = tty
         self.width = width if tty else None
         self._every = every
-        self._last_plain = -1e9
+        self._last_plain = time.monotonic()  # off a terminal, the first line comes after ``every``
         self._drawn = False
         self._broken = False
 
@@ -663,7 +664,7 @@ class Display:
         self._write(text + "\n")
 
     def progress(self, snapshot: Progress, *, now: float) -> None:
-        if self.quiet:
+        if self.quiet or snapshot.phase == "connecting":
             return
         line = progress_line(snapshot)
         if self.tty:

@@ -274,7 +274,9 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
             self._metrics.no_answer()
             self._log(method, path, None, started, kind)
             proxy = self._proxy_for(target)
-            shown = f"{host} (through proxy {urlsplit(proxy).netloc})" if proxy else host
+            shown = host if self._base is None else f"{self._base[1]} (standing in for {host})"
+            if proxy:
+                shown += f" through proxy {urlsplit(proxy).netloc}"
             raise _transport_error(exc, shown, self._connection.timeout) from exc
         finally:
             self._limiter.release(
