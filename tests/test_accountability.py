@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import json
+import re
 from datetime import datetime, timedelta, timezone
-
-import pytest
 
 from conftest import World, json_out, make_world
 from stuck_tasks.emulator import Faults
@@ -196,7 +194,9 @@ def test_max_changes_refuses_and_its_override_works(outage: World):
     assert "a real run would refuse" in rehearsal.stdout
     refused = re.search(r"closes (\d+) tasks", result.stderr)
     rehearsed = re.search(r"closes (\d+) tasks", rehearsal.stdout)
-    assert refused and rehearsed and refused.group(1) == rehearsed.group(1)
+    assert refused
+    assert rehearsed
+    assert refused.group(1) == rehearsed.group(1)
     result = outage.invoke("--yes", "--max-changes", "100000")
     assert result.exit_code == 0
     assert outage.emu.mutations
