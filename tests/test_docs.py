@@ -11,8 +11,11 @@ from stuck_tasks.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-INSTALL_AND_RUN = "pip install . && stuck-tasks --sandbox"
-TEST_COMMAND = "pip install -e '.[test]' && python -m pytest -n 2"
+INSTALL_AND_RUN = "pipx install . && stuck-tasks --sandbox"
+TEST_COMMAND = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' "
+    "&& python -m pytest -n 2"
+)
 
 
 def first_code_block(text: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -382,6 +383,20 @@ def _listed(label: str, items: Sequence[str], width: int | None, indent: int) ->
     return [_fit(line, width) for line in lines]
 
 
+def _wrapped(prefix: str, text: str, width: int | None, indent: int) -> list[str]:
+    """``prefix text`` as words continued on indented lines within ``width``."""
+    if width is None:
+        return [prefix + text]
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=prefix,
+        subsequent_indent=" " * indent,
+        break_long_words=True,
+        break_on_hyphens=False,
+    )
+
+
 def _fit(line: str, width: int | None) -> str:
     if width is None or len(line) <= width:
         return line
@@ -495,7 +510,7 @@ def render_plan(
         out.append(f"Sample of {title} ({len(shown)} of {len(group)}):")
         out.extend(_sample_table(shown, now=now, width=width))
     for refusal in refusals:
-        out.extend(_listed("Guard: a real run would refuse: ", refusal.split(" "), width, 7))
+        out.extend(_wrapped("Guard: a real run would refuse: ", refusal, width, 7))
     return "\n".join(_fit_block(out, width))
 
 
@@ -567,7 +582,7 @@ def render_summary(doc: Mapping[str, Any], *, width: int | None = None) -> str:
         lines.extend(f"    {sid}" for sid in doc["not_in_audit_log"])
     for refusal in doc["guards"]["refusals"]:
         prefix = "  guard (a real run would refuse): " if doc["dry_run"] else "  refused: "
-        lines.extend(_listed(prefix, refusal.split(" "), width, 4))
+        lines.extend(_wrapped(prefix, refusal, width, 4))
     if doc.get("audit_log"):
         lines.append(f"  audit log   {doc['audit_log']}")
     return "\n".join(_fit_block(lines, width))
