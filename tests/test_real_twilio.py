@@ -27,12 +27,19 @@ VOICE_PERMISSIONS = (
 
 
 def stuck(world: World, status: str = "pending", *, ended_ago: float = 600) -> str:
-    call = world.emu.add_call(world.account_sid, "completed", ended_ago=timedelta(seconds=ended_ago))
+    call = world.emu.add_call(
+        world.account_sid, "completed", ended_ago=timedelta(seconds=ended_ago)
+    )
     return world.emu.add_task(world.workspace_sid, status, "voice", {"call_sid": call})
 
 
 def with_key(world: World, key, **env: str | None) -> dict[str, str | None]:
-    return {"TWILIO_API_KEY": key.sid, "TWILIO_API_SECRET": key.secret, "TWILIO_AUTH_TOKEN": None, **env}
+    return {
+        "TWILIO_API_KEY": key.sid,
+        "TWILIO_API_SECRET": key.secret,
+        "TWILIO_AUTH_TOKEN": None,
+        **env,
+    }
 
 
 def kinds(world: World) -> list[str]:
@@ -118,13 +125,17 @@ def test_a_dotenv_with_both_a_token_and_a_key_uses_the_key(outage: World, tmp_pa
         ("/twilio/voice/calls/read", "fetch call"),
     ],
 )
-def test_a_missing_permission_stops_the_run_at_its_first_refusal(world: World, missing, request_kind):
+def test_a_missing_permission_stops_the_run_at_its_first_refusal(
+    world: World, missing, request_kind
+):
     for status in ("pending", "assigned", "reserved"):
         for _ in range(4):
             stuck(world, status)
     granted = tuple(p for p in VOICE_PERMISSIONS if p != missing)
     key = world.emu.add_api_key(world.account_sid, kind="restricted", permissions=granted)
-    result = world.invoke("--yes", "--json", "--quiet", "--concurrency", "1", **with_key(world, key))
+    result = world.invoke(
+        "--yes", "--json", "--quiet", "--concurrency", "1", **with_key(world, key)
+    )
     assert result.exit_code == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1
@@ -141,7 +152,9 @@ def test_a_restricted_key_cannot_clean_messaging_and_says_why(world: World):
         world.account_sid, workspace_sid=world.workspace_sid, channel_status="closed"
     )
     key = world.emu.add_api_key(world.account_sid, kind="restricted", permissions=VOICE_PERMISSIONS)
-    result = world.invoke("--yes", "--channels", "voice,messaging", "--quiet", **with_key(world, key))
+    result = world.invoke(
+        "--yes", "--channels", "voice,messaging", "--quiet", **with_key(world, key)
+    )
     assert result.exit_code == 2
     assert "no Restricted-key permission grants it" in result.stderr
     assert world.emu.task(refs.task_sid).status == "assigned"
@@ -191,18 +204,29 @@ def test_outbound_tasks_are_judged_by_the_conference_named_after_them(world: Wor
     assert result.exit_code == 0, result.stderr
     statuses = world.statuses()
     assert statuses[ended] == "completed"
-    assert (statuses[live], statuses[starting], statuses[none]) == ("assigned", "pending", "assigned")
+    assert (statuses[live], statuses[starting], statuses[none]) == (
+        "assigned",
+        "pending",
+        "assigned",
+    )
     left = json_out(result)["left"]["by_reason"]
     assert left == {"conference-live": 2, "no-evidence": 1}
-    asked = [r.query.get("Status") for r in world.emu.request_log if r.path.endswith("/Conferences.json")]
+    asked = [
+        r.query.get("Status") for r in world.emu.request_log if r.path.endswith("/Conferences.json")
+    ]
     assert all(status is not None for status in asked)  # never the in-progress-only default
 
 
 # ------------------------------------------------------------------ reserved messaging, closed channel
 
 
-@pytest.mark.parametrize(("reading", "after", "why"), [("accept", "canceled", "closed"), ("refuse", "reserved", "interaction-not-open")])
-def test_a_reserved_task_on_a_closed_channel_is_closed_or_left_as_twilio_answers(reading, after, why):
+@pytest.mark.parametrize(
+    ("reading", "after", "why"),
+    [("accept", "canceled", "closed"), ("refuse", "reserved", "interaction-not-open")],
+)
+def test_a_reserved_task_on_a_closed_channel_is_closed_or_left_as_twilio_answers(
+    reading, after, why
+):
     w = make_world(Faults(closed_channel_close=reading))
     try:
         refs = w.emu.add_interaction(
@@ -311,7 +335,9 @@ def test_both_list_page_shapes_clean_the_same_tasks(listed):
         open_voice = sum(
             1 for t in w.emu.tasks(w.workspace_sid) if t.channel == "voice" and t.history
         ) + sum(
-            1 for s, v in w.seed.expected.items() if v == "leave" and w.emu.task(s).channel == "voice"
+            1
+            for s, v in w.seed.expected.items()
+            if v == "leave" and w.emu.task(s).channel == "voice"
         )
         if listed:
             # The listed attributes decide the tasks that are left without a fetch; the tasks

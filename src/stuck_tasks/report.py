@@ -418,17 +418,20 @@ class Target:
     credentials: str
     base_url: str | None = None
 
-    def lines(self) -> list[str]:
+    def lines(self, width: int | None = None) -> list[str]:
         account = (
             f"{self.account_name} ({self.account_sid})" if self.account_name else self.account_sid
         )
-        out = [
-            f"  workspace    {self.workspace_name} ({self.workspace_sid})",
-            f"  account      {account}",
-            f"  credentials  {self.credentials}",
+        rows = [
+            ("workspace", f"{self.workspace_name} ({self.workspace_sid})"),
+            ("account", account),
+            ("credentials", self.credentials),
         ]
         if self.base_url:
-            out.append(f"  base URL     {self.base_url} (not twilio.com)")
+            rows.append(("base URL", f"{self.base_url} (not twilio.com)"))
+        out: list[str] = []
+        for label, value in rows:
+            out.extend(_wrapped(f"  {label:<11}  ", clean(value), width, 15))
         return out
 
 
@@ -494,7 +497,7 @@ def render_plan(
     counts = Counter(c.decision.action.value.replace("-", "_") for c in acts)
     wrapups = [c for c in acts if c.decision.reason is Reason.WRAPPING_ABANDONED]
     left = Counter(c.decision.reason.value for c in cases if not c.decision.acts)
-    out = [f"Plan: {len(cases)} tasks examined", *target.lines()]
+    out = [f"Plan: {len(cases)} tasks examined", *target.lines(width)]
     out.append(f"  to close  {len(acts):>6}  ({_breakdown(counts)})")
     if wrapups:
         out.append(
@@ -669,7 +672,10 @@ class Display:
         if self.quiet:
             return
         self.clear()
-        self._write("\n".join(_fit_block(text.split("\n"), self.width)) + "\n")
+        lines: list[str] = []
+        for line in clean(text).split("\n"):
+            lines.extend(_wrapped("", line, self.width, 2) or [""])
+        self._write("\n".join(lines) + "\n")
 
     def show(self, text: str) -> None:
         """Text already fitted (a plan): shown unless quiet."""
