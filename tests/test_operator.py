@@ -149,8 +149,10 @@ def test_the_detailed_exit_code_says_whether_stuck_tasks_were_found(world: World
     found = world.invoke("--dry-run", "--detailed-exitcode", "--json")
     assert found.exit_code == 4
     doc = json_out(found)
-    assert doc["exit_code"] == 4 and doc["status"] == "dry-run"
-    assert len(doc["tasks"]) == 1 and doc["tasks"][0]["evidence"]
+    assert doc["exit_code"] == 4
+    assert doc["status"] == "dry-run"
+    assert len(doc["tasks"]) == 1
+    assert doc["tasks"][0]["evidence"]
     assert world.writes() == []
 
 
@@ -170,7 +172,8 @@ def test_verbose_prints_one_line_per_request_and_no_secret(outage: World):
     assert len(requests) == json_out(result)["api"]["requests_total"]
     assert re.fullmatch(r"GET /v1/Workspaces/WS\w{32} -> 200 in \d+ ms \(try 1\)", requests[0])
     assert outage.auth_token not in result.stderr
-    assert "Authorization" not in result.stderr and "Basic " not in result.stderr
+    assert "Authorization" not in result.stderr
+    assert "Basic " not in result.stderr
 
 
 # ------------------------------------------------------------------ --version, --help
@@ -283,7 +286,8 @@ def test_an_unknown_or_legacy_profile_is_one_clear_line(world: World, tmp_path: 
     )
     legacy = world.invoke("-p", "old", "--dry-run", TWILIO_CONFIG_DIR=str(config))
     assert legacy.exit_code == 2
-    assert "keychain" in legacy.stderr and len(legacy.stderr.strip().splitlines()) == 1
+    assert "keychain" in legacy.stderr
+    assert len(legacy.stderr.strip().splitlines()) == 1
     unknown = world.invoke("-p", "nope", "--dry-run", TWILIO_CONFIG_DIR=str(config))
     assert unknown.exit_code == 2
     assert 'no twilio-cli profile "nope"' in unknown.stderr

@@ -139,7 +139,8 @@ def test_a_missing_permission_stops_the_run_at_its_first_refusal(
     assert result.exit_code == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1
-    assert missing in errors[0] and request_kind in errors[0]
+    assert missing in errors[0]
+    assert request_kind in errors[0]
     refused = [r for r in world.emu.request_log if r.code == 70051]
     assert len(refused) == 1  # the first refusal stopped that work; not one per task
     assert world.emu.mutations == []
@@ -172,7 +173,8 @@ def test_a_key_of_another_account_is_caught_before_any_write(world: World):
     )
     assert result.exit_code == 2
     error = result.stderr.strip().splitlines()[-1]
-    assert world.account_sid in error and other.sid in error
+    assert world.account_sid in error
+    assert other.sid in error
     assert world.writes() == []
     # Nothing was asked of another account's v2010 paths (Twilio answers those 401/20003).
     assert not any(r.path.startswith("/2010-04-01/") for r in world.emu.request_log)
@@ -266,7 +268,8 @@ def test_the_accounts_auth_token_appears_nowhere(outage: World, tmp_path: Path):
     assert any(r.path.endswith(".json") and "/Accounts/" in r.path for r in outage.emu.request_log)
     for result in runs:
         assert result.exit_code == 0, result.stderr
-        assert token not in result.stdout and token not in result.stderr
+        assert token not in result.stdout
+        assert token not in result.stderr
     for path in [audit, plan, *tmp_path.glob("stuck-tasks-audit-*.jsonl")]:
         assert token not in path.read_text(encoding="utf-8")
 
