@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_WINDOW = 10.0  # "averaged over 10 seconds" (TaskRouter REST API reference)
-# Requests kept in hand below the reported budget: answers arrive out of order, and others
-# share the budget between two of our answers.
-MARGIN = 2
+# Our own requests are counted from their answer (after Twilio counted them), so the model is
+# never late to count ours; what others spend shows in the next answer's Remaining.
+MARGIN = 0
 _PROBE = 0.25  # seconds between probes when only Remaining is known and it is 0
 _WINDOW_IN_CONFIG = re.compile(r"window\D{0,3}(\d+(?:\.\d+)?)", re.IGNORECASE)
 
@@ -62,7 +62,6 @@ class _Budget:
     remaining: float | None = None  # from the newest answer
     others: float = 0.0  # budget used by others at the newest answer
     ours: deque[float] = field(default_factory=deque)  # arrival times of our admitted requests
-    in_flight: int = 0
     last_probe: float = 0.0
 
     def ours_within(self, now: float) -> int:
@@ -77,6 +76,9 @@ class Pacer:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._budgets: dict[str, _Budget] = {}
+        # Kept for every kind, so the requests sent before the first answer revealed a budget
+        # are counted too.
+        self._in_flight: Counter[str] = Counter()
 
     def delay(self, kind: str) -> float:
         """Seconds to wait before sending a request of ``kind`` (0: send now)."""
@@ -84,17 +86,18 @@ class Pacer:
         if budget is None or budget.remaining is None:
             return 0.0
         now = self._clock()
+        in_flight = self._in_flight[kind]
         if budget.rate is None:
-            if budget.remaining - budget.in_flight > MARGIN:
+            if budget.remaining - in_flight >= 1 + MARGIN:
                 return 0.0
-            if budget.in_flight:
+            if in_flight:
                 return _PROBE  # an answer on its way will tell more
             wait = budget.last_probe + _PROBE - now
             return max(0.0, wait)
         room = (
-            budget.rate * budget.window - budget.others - budget.ours_within(now) - budget.in_flight
+            budget.rate * budget.window - budget.others - budget.ours_within(now) - in_flight
         )
-        if room > MARGIN:
+        if room >= 1 + MARGIN:
             return 0.0
         if budget.ours:
             return max(0.001, budget.ours[0] + budget.window - now)
@@ -102,21 +105,21 @@ class Pacer:
         return max(0.001, budget.last_probe + 1.0 / max(budget.rate, 0.1) - now)
 
     def sending(self, kind: str) -> None:
+        self._in_flight[kind] += 1
         budget = self._budgets.get(kind)
         if budget is not None:
-            budget.in_flight += 1
             budget.last_probe = self._clock()
 
     def answered(self, kind: str, *, status: int | None, headers: Mapping[str, str] | None) -> None:
         """Learn from one answer (``status`` None: no answer came)."""
+        if self._in_flight[kind] > 0:
+            self._in_flight[kind] -= 1
         budget = self._budgets.get(kind)
         remaining = _number(header(headers, "X-Rate-Limit-Remaining"))
         if budget is None:
             if remaining is None:
                 return
             budget = self._budgets[kind] = _Budget(last_probe=self._clock())
-        else:
-            budget.in_flight = max(0, budget.in_flight - 1)
         now = self._clock()
         if status is not None and status != 429:
             budget.ours.append(now)
