@@ -1,6 +1,6 @@
 """A local emulator of the Twilio REST API.
 
-TaskRouter Tasks/Workspaces, v2010 Accounts/Calls/Conferences, Flex Interaction channels and
+TaskRouter Workspaces/Tasks/TaskQueues/Workflows, v2010 Accounts/Calls/Conferences, Flex Interaction channels and
 participants, Conversations.
 
 Self-contained: it imports neither ``twilio`` nor any other ``stuck_tasks`` module.
@@ -35,7 +35,9 @@ from .model import (
     ParticipantView,
     PlatformEvent,
     TaskChange,
+    TaskQueue,
     TaskView,
+    Workflow,
     Workspace,
 )
 from .seed import (
@@ -78,7 +80,9 @@ __all__ = [
     "SandboxWorld",
     "SeedReport",
     "TaskChange",
+    "TaskQueue",
     "TaskView",
+    "Workflow",
     "Workspace",
     "sandbox_world",
     "seed_outage",

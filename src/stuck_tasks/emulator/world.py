@@ -56,8 +56,10 @@ from .model import (
     ParticipantRecord,
     PlatformEvent,
     TaskChange,
+    TaskQueue,
     TaskRecord,
     TaskView,
+    Workflow,
     Workspace,
 )
 
@@ -211,6 +213,13 @@ class World:
         self._workspaces: dict[str, Workspace] = {}
         self._ws_index: dict[str, list[Key]] = {}
         self._named_sids: dict[tuple[str, str, str], str] = {}
+        # Per workspace: name -> record, and the (date_created, sid) keys in list order.
+        self._queues: dict[str, dict[str, TaskQueue]] = {}
+        self._queue_index: dict[str, list[Key]] = {}
+        self._workflows: dict[str, dict[str, Workflow]] = {}
+        self._workflow_index: dict[str, list[Key]] = {}
+        self._queue_sids: dict[str, TaskQueue] = {}
+        self._workflow_sids: dict[str, Workflow] = {}
         self._tasks: dict[str, TaskRecord] = {}
         self._index: dict[str, dict[str, list[Key]]] = {}
         self._calls: dict[str, CallRecord] = {}
@@ -295,13 +304,20 @@ class World:
 
     def add_workspace(self, account_sid: str, friendly_name: str = "Workspace") -> Workspace:
         ws = Workspace(
-            _sid("WS"), account_sid, friendly_name, self._clock(), _sid("WA"), _sid("WA")
+            _sid("WS"),
+            account_sid,
+            friendly_name,
+            self._clock(),
+            _sid("WA"),
+            _sid("WA"),
         )
         with self._lock:
             if account_sid not in self._accounts:
                 raise KeyError(account_sid)
             self._workspaces[ws.sid] = ws
             self._index[ws.sid] = {status: [] for status in TASK_STATUSES}
+            self._queues[ws.sid], self._queue_index[ws.sid] = {}, []
+            self._workflows[ws.sid], self._workflow_index[ws.sid] = {}, []
             bisect.insort(self._ws_index[account_sid], _key(ws.date_created, ws.sid))
         return ws
 
@@ -385,6 +401,8 @@ class World:
         sid = _sid("WT")
         with self._lock:
             ws = self._workspaces[workspace_sid]
+            # A queue or workflow a task names exists no later than the task.
+            queue_sid = self._task_queue_locked(ws, queue, created).sid
             closed = status in CLOSED_TASK_STATUSES
             if closed and reason is None:
                 reason = "Task TTL Exceeded" if status == "canceled" else "Task completed"
@@ -398,9 +416,9 @@ class World:
                 channel_sid=self._named_sid(ws.sid, "TC", channel),
                 attributes=attrs,
                 queue=queue,
-                queue_sid=self._named_sid(ws.sid, "WQ", queue),
+                queue_sid=queue_sid,
                 workflow=workflow,
-                workflow_sid=self._named_sid(ws.sid, "WW", workflow),
+                workflow_sid=self._workflow_locked(ws, workflow, created, queue_sid).sid,
                 priority=priority,
                 timeout=86400,
                 # Revisions start at 0: a falsy-looking ETag catches "if etag:" bugs.
@@ -587,6 +605,41 @@ class World:
             self._channels[uo] = channel
         return InteractionRefs(kd, uo, agent.sid if agent else None, task_sid, conversation_sid)
 
+    def add_task_queue(self, workspace_sid: str, friendly_name: str) -> TaskQueue:
+        """The workspace's TaskQueue named ``friendly_name``, made now unless a task or an
+        earlier call already made it (one queue per name, so its SID is the tasks' one)."""
+        now = self._clock()
+        with self._lock:
+            return self._task_queue_locked(self._workspaces[workspace_sid], friendly_name, now)
+
+    def add_workflow(self, workspace_sid: str, friendly_name: str) -> Workflow:
+        """The workspace's Workflow named ``friendly_name`` (idempotent like
+        ``add_task_queue``); a new one routes to the workspace's oldest queue, if any."""
+        now = self._clock()
+        with self._lock:
+            ws = self._workspaces[workspace_sid]
+            oldest = self._queue_index[ws.sid][:1]
+            return self._workflow_locked(ws, friendly_name, now, oldest[0][1] if oldest else None)
+
+    def _task_queue_locked(self, ws: Workspace, name: str, created: datetime) -> TaskQueue:
+        queue = self._queues[ws.sid].get(name)
+        if queue is None:
+            queue = TaskQueue(_sid("WQ"), ws.account_sid, ws.sid, name, created)
+            self._queues[ws.sid][name] = self._queue_sids[queue.sid] = queue
+            bisect.insort(self._queue_index[ws.sid], _key(created, queue.sid))
+        return queue
+
+    def _workflow_locked(
+        self, ws: Workspace, name: str, created: datetime, queue_sid: str | None
+    ) -> Workflow:
+        flow = self._workflows[ws.sid].get(name)
+        if flow is None:
+            sid = _sid("WW")
+            flow = Workflow(sid, ws.account_sid, ws.sid, name, created, queue_sid)
+            self._workflows[ws.sid][name] = self._workflow_sids[flow.sid] = flow
+            bisect.insort(self._workflow_index[ws.sid], _key(created, flow.sid))
+        return flow
+
     def _named_sid(self, ws_sid: str, prefix: str, name: str) -> str:
         key = (ws_sid, prefix, name)
         sid = self._named_sids.get(key)
@@ -635,6 +688,16 @@ class World:
             ]
             records.sort(key=lambda t: t.key)
             return [t.view() for t in records]
+
+    def task_queues(self, workspace_sid: str) -> list[TaskQueue]:
+        """The workspace's queues in list order (oldest first)."""
+        with self._lock:
+            return [self._queue_sids[k[1]] for k in self._queue_index[workspace_sid]]
+
+    def workflows(self, workspace_sid: str) -> list[Workflow]:
+        """The workspace's workflows in list order (oldest first)."""
+        with self._lock:
+            return [self._workflow_sids[k[1]] for k in self._workflow_index[workspace_sid]]
 
     def call(self, sid: str) -> CallView:
         with self._lock:
@@ -694,6 +757,8 @@ class World:
             out = {
                 kind: self._stats.get(kind, 0)
                 for kind in (
+                    "list_task_queues",
+                    "list_workflows",
                     "list_tasks",
                     "fetch_task",
                     "update_task",
@@ -781,6 +846,14 @@ class World:
                 for ch in self._channels.values()
             ]
             conversations = [{"sid": c.sid, "state": c.state} for c in self._conversations.values()]
+            queues = [
+                {"sid": q.sid, "workspace_sid": q.workspace_sid, "friendly_name": q.friendly_name}
+                for q in self._queue_sids.values()
+            ]
+            workflows = [
+                {"sid": w.sid, "workspace_sid": w.workspace_sid, "friendly_name": w.friendly_name}
+                for w in self._workflow_sids.values()
+            ]
             flex_writes = [
                 {
                     "seq": w.seq,
@@ -817,6 +890,8 @@ class World:
             "interaction_channels": channels,
             "conversations": conversations,
             "flex_writes": flex_writes,
+            "task_queues": queues,
+            "workflows": workflows,
             "stats": self.stats(),
         }
 
@@ -1254,6 +1329,69 @@ class World:
         meta = _meta("tasks", base + path, filters, paging, result, served_size=served_size)
         return {"tasks": items, "meta": meta}
 
+    def api_list_task_queues(
+        self, account_sid: str, ws_sid: str, base: str, path: str, query: Mapping[str, list[str]]
+    ) -> JSON:
+        for unsupported in ("EvaluateWorkerAttributes", "Ordering"):
+            if unsupported in query:
+                raise ApiError(400, 20001, f"{unsupported} is not supported by the emulator")
+        # The emulator has no Workers, so no queue has the Worker a WorkerSid filter names.
+        no_worker = _single(query, "WorkerSid") is not None
+        return self._list_named(
+            "task_queues",
+            account_sid,
+            ws_sid,
+            base,
+            path,
+            query,
+            render.task_queue_json,
+            match_none=no_worker,
+        )
+
+    def api_list_workflows(
+        self, account_sid: str, ws_sid: str, base: str, path: str, query: Mapping[str, list[str]]
+    ) -> JSON:
+        return self._list_named(
+            "workflows", account_sid, ws_sid, base, path, query, render.workflow_json
+        )
+
+    def _list_named(
+        self,
+        key: str,
+        account_sid: str,
+        ws_sid: str,
+        base: str,
+        path: str,
+        query: Mapping[str, list[str]],
+        to_json: Callable[[Any, str], JSON],
+        *,
+        match_none: bool = False,
+    ) -> JSON:
+        """A page of the workspace's TaskQueues or Workflows, oldest first (keyset paging and
+        ``max_page_size`` as for tasks). ``FriendlyName`` matches exactly, case and all:
+        Twilio does not say whether its filter folds case, and exact is the stricter reading."""
+        paging = _paging(query)
+        served_size = paging.page_size
+        if self._faults.max_page_size is not None:
+            served_size = min(served_size, self._faults.max_page_size)
+        name = _single(query, "FriendlyName")
+        records: Mapping[str, TaskQueue | Workflow]
+        with self._lock:
+            self._workspace_for(account_sid, ws_sid)
+            if key == "task_queues":
+                index, records = self._queue_index[ws_sid], self._queue_sids
+            else:
+                index, records = self._workflow_index[ws_sid], self._workflow_sids
+
+            def keep(k: Key) -> bool:
+                return not match_none and (name is None or records[k[1]].friendly_name == name)
+
+            result = _page_keys([index], paging, served_size, keep)
+            items = [to_json(records[k[1]], base) for k in result.keys]
+        filters = [(k, v) for k, vs in query.items() if k not in _PAGING_PARAMS for v in vs]
+        meta = _meta(key, base + path, filters, paging, result, served_size=served_size)
+        return {key: items, "meta": meta}
+
     def api_fetch_task(
         self, account_sid: str, ws_sid: str, task_sid: str, base: str
     ) -> tuple[JSON, str]:
@@ -1549,6 +1687,8 @@ _FLEX_REQUEST_KINDS = (
     "fetch_conversation",
 )
 _REQUEST_KINDS = (
+    "list_task_queues",
+    "list_workflows",
     "list_tasks",
     "fetch_task",
     "update_task",
