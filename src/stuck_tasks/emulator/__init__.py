@@ -49,6 +49,7 @@ from .seed import (
     sandbox_world,
     seed_outage,
 )
+from .sids import SidSource
 
 __all__ = [
     "CLOSED_CHANNEL_CLOSE_MODES",
@@ -79,6 +80,7 @@ __all__ = [
     "PlatformEvent",
     "SandboxWorld",
     "SeedReport",
+    "SidSource",
     "TaskChange",
     "TaskQueue",
     "TaskView",

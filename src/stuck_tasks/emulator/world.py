@@ -16,7 +16,6 @@ import json
 import random
 import secrets
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from .model import (
     Workflow,
     Workspace,
 )
+from .sids import SidSource
 
 Key = tuple[int, str]
 JSON = dict[str, Any]
@@ -136,10 +136,6 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _sid(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
-
-
 def _key(dt: datetime, sid: str) -> Key:
     return ((dt - _EPOCH) // _MICRO, sid)
 
@@ -201,9 +197,16 @@ class World:
     """Accounts, workspaces, tasks and calls, plus the records tests read back."""
 
     def __init__(
-        self, faults: Faults | None = None, clock: Callable[[], datetime] | None = None
+        self,
+        faults: Faults | None = None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        sids: SidSource | None = None,
     ) -> None:
+        """:param sids: where SIDs come from; the default mints uuid4s, ``SidSource(seed)``
+        repeats the same SIDs for the same sequence of set-up calls."""
         self._lock = threading.Lock()
+        self._sids = sids or SidSource()
         self._base_clock = clock or _utcnow
         self._faults = faults or Faults()
         self._requests_since_faults = 0
@@ -258,7 +261,9 @@ class World:
         accept its credentials."""
         if region not in REGIONS:
             raise ValueError(f"unknown region {region!r}; one of {list(REGIONS)}")
-        acct = Account(_sid("AC"), secrets.token_hex(16), friendly_name, self._clock(), region)
+        acct = Account(
+            self._sids("AC"), secrets.token_hex(16), friendly_name, self._clock(), region
+        )
         with self._lock:
             self._accounts[acct.sid] = acct
             self._ws_index[acct.sid] = []
@@ -290,7 +295,9 @@ class World:
             # Policy form, e.g. /twilio/messaging/messages/read. Permissions that no emulated
             # route needs (Messaging, ...) are accepted: they grant nothing here.
             raise ValueError(f"permissions must look like /twilio/<product>/...: {malformed}")
-        key = ApiKey(_sid("SK"), secrets.token_urlsafe(24), account_sid, friendly_name, kind, perms)
+        key = ApiKey(
+            self._sids("SK"), secrets.token_urlsafe(24), account_sid, friendly_name, kind, perms
+        )
         with self._lock:
             acct = self._accounts.get(account_sid)
             if acct is None:
@@ -304,12 +311,12 @@ class World:
 
     def add_workspace(self, account_sid: str, friendly_name: str = "Workspace") -> Workspace:
         ws = Workspace(
-            _sid("WS"),
+            self._sids("WS"),
             account_sid,
             friendly_name,
             self._clock(),
-            _sid("WA"),
-            _sid("WA"),
+            self._sids("WA"),
+            self._sids("WA"),
         )
         with self._lock:
             if account_sid not in self._accounts:
@@ -351,7 +358,7 @@ class World:
         # "Empty if the call has not yet been dialed."
         start = None if status in ("queued", "canceled", "failed") else dialed
         record = CallRecord(
-            sid=_sid("CA"),
+            sid=self._sids("CA"),
             account_sid=account_sid,
             status=status,
             direction=direction,
@@ -361,7 +368,7 @@ class World:
             date_updated=ended if ended is not None else (start or created),
             start_time=start,
             end_time=ended if status == "completed" else None,
-            phone_number_sid=_sid("PN") if direction == "inbound" else None,
+            phone_number_sid=self._sids("PN") if direction == "inbound" else None,
         )
         with self._lock:
             if account_sid not in self._accounts:
@@ -398,7 +405,7 @@ class World:
             attrs = json.dumps(attributes)
         now = self._clock()
         created = now - age
-        sid = _sid("WT")
+        sid = self._sids("WT")
         with self._lock:
             ws = self._workspaces[workspace_sid]
             # A queue or workflow a task names exists no later than the task.
@@ -458,7 +465,7 @@ class World:
             created = (ended or now) - timedelta(minutes=5)
         parts = dict(participants or {})
         record = ConferenceRecord(
-            sid=_sid("CF"),
+            sid=self._sids("CF"),
             account_sid=account_sid,
             friendly_name=friendly_name,
             status=status,
@@ -492,10 +499,10 @@ class World:
         closed = now - (closed_ago or timedelta(0)) if state == "closed" else None
         created = (closed or now) - timedelta(minutes=30)
         record = ConversationRecord(
-            sid=_sid("CH"),
+            sid=self._sids("CH"),
             account_sid=account_sid,
-            chat_service_sid=_sid("IS"),
-            messaging_service_sid=_sid("MG"),
+            chat_service_sid=self._sids("IS"),
+            messaging_service_sid=self._sids("MG"),
             friendly_name=None,
             attributes="{}",
             state=state,
@@ -534,7 +541,7 @@ class World:
             raise ValueError(f"unknown channel type {channel_type!r}")
         if agent_status is not None and agent_status not in PARTICIPANT_STATUSES:
             raise ValueError(f"unknown participant status {agent_status!r}")
-        kd, uo = _sid("KD"), _sid("UO")
+        kd, uo = self._sids("KD"), self._sids("UO")
         if conversation_sid is None:
             state = "closed" if channel_status == "closed" else "active"
             conversation_sid = self.add_conversation(account_sid, state)
@@ -572,7 +579,7 @@ class World:
         if channel_status == "failed":
             channel.error_code, channel.error_message = 19025, "Channel validation error"
         customer = ParticipantRecord(
-            sid=_sid("UT"),
+            sid=self._sids("UT"),
             interaction_sid=kd,
             channel_sid=uo,
             type="customer",
@@ -584,15 +591,15 @@ class World:
         agent: ParticipantRecord | None = None
         if agent_status is not None:
             agent = ParticipantRecord(
-                sid=_sid("UT"),
+                sid=self._sids("UT"),
                 interaction_sid=kd,
                 channel_sid=uo,
                 type="agent",
                 status=agent_status,
                 key=(0, ""),
                 task_sid=task_sid,
-                worker_sid=_sid("WK"),
-                reservation_sid=_sid("WR"),
+                worker_sid=self._sids("WK"),
+                reservation_sid=self._sids("WR"),
             )
             agent.key = _key(now + _MICRO, agent.sid)
             participants.append(agent)
@@ -624,7 +631,7 @@ class World:
     def _task_queue_locked(self, ws: Workspace, name: str, created: datetime) -> TaskQueue:
         queue = self._queues[ws.sid].get(name)
         if queue is None:
-            queue = TaskQueue(_sid("WQ"), ws.account_sid, ws.sid, name, created)
+            queue = TaskQueue(self._sids("WQ"), ws.account_sid, ws.sid, name, created)
             self._queues[ws.sid][name] = self._queue_sids[queue.sid] = queue
             bisect.insort(self._queue_index[ws.sid], _key(created, queue.sid))
         return queue
@@ -634,7 +641,7 @@ class World:
     ) -> Workflow:
         flow = self._workflows[ws.sid].get(name)
         if flow is None:
-            sid = _sid("WW")
+            sid = self._sids("WW")
             flow = Workflow(sid, ws.account_sid, ws.sid, name, created, queue_sid)
             self._workflows[ws.sid][name] = self._workflow_sids[flow.sid] = flow
             bisect.insort(self._workflow_index[ws.sid], _key(created, flow.sid))
@@ -644,7 +651,7 @@ class World:
         key = (ws_sid, prefix, name)
         sid = self._named_sids.get(key)
         if sid is None:
-            sid = self._named_sids[key] = _sid(prefix)
+            sid = self._named_sids[key] = self._sids(prefix)
         return sid
 
     def _index_add(self, t: TaskRecord) -> None:
