@@ -216,7 +216,8 @@ class World:
         self._workspaces: dict[str, Workspace] = {}
         self._ws_index: dict[str, list[Key]] = {}
         self._named_sids: dict[tuple[str, str, str], str] = {}
-        # Per workspace: name -> record, and the (date_created, sid) keys in list order.
+        # Per workspace: name -> record and the (date_created, sid) keys in list order; then
+        # every queue and workflow by SID.
         self._queues: dict[str, dict[str, TaskQueue]] = {}
         self._queue_index: dict[str, list[Key]] = {}
         self._workflows: dict[str, dict[str, Workflow]] = {}
