@@ -28,7 +28,9 @@ REASON = "Orchestration issue: closed stuck voice Task. (baseline loop)"
 
 
 class RewritingHttpClient(TwilioHttpClient):  # type: ignore[misc]
-    """Sends every request to ``base_url`` (like tests/emulator_client.py) and counts them."""
+    """Sends every request to ``base_url`` with the Twilio host it meant as the ``Host`` header
+    (like tests/emulator_client.py; the emulator answers only named Twilio hosts), and counts
+    them."""
 
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -36,11 +38,14 @@ class RewritingHttpClient(TwilioHttpClient):  # type: ignore[misc]
         self._scheme, self._netloc = target.scheme, target.netloc
         self.requests: Counter[str] = Counter()
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+    def request(
+        self, method: str, url: str, *args: Any, headers: Any = None, **kwargs: Any
+    ) -> Response:
         parts = urlsplit(url)
         self.requests[_kind(method, parts.path)] += 1
         target = urlunsplit((self._scheme, self._netloc, parts.path, parts.query, parts.fragment))
-        return super().request(method, target, *args, **kwargs)
+        headers = {**(headers or {}), "Host": parts.netloc}
+        return super().request(method, target, *args, headers=headers, **kwargs)
 
 
 def _kind(method: str, path: str) -> str:

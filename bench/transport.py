@@ -75,10 +75,15 @@ def _async(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, flo
     target = urlsplit(info["base_url"])
 
     class Rewriting(AsyncTwilioHttpClient):  # type: ignore[misc]
-        async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        """To the emulator, naming the Twilio host in ``Host`` (as baseline.RewritingHttpClient)."""
+
+        async def request(
+            self, method: str, url: str, *args: Any, headers: Any = None, **kwargs: Any
+        ) -> Any:
             parts = urlsplit(url)
             url = urlunsplit((target.scheme, target.netloc, parts.path, parts.query, ""))
-            return await super().request(method, url, *args, **kwargs)
+            headers = {**(headers or {}), "Host": parts.netloc}
+            return await super().request(method, url, *args, headers=headers, **kwargs)
 
     async def run_batch(batch: list[str]) -> None:
         http = Rewriting(timeout=30)
@@ -102,16 +107,22 @@ def _async(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, flo
 
 
 def _tool(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, float]:
-    from stuck_tasks.gateway import Connection, Credentials, TwilioGateway
+    from stuck_tasks.clock import TwilioClock
+    from stuck_tasks.gateway import TwilioGateway
     from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics
+    from stuck_tasks.settings import Connection, Credentials
 
     creds = Credentials(info["account_sid"], info["auth_token"], info["account_sid"])
+    # The gateway's transport connects to base_url and names the Twilio host in Host itself.
     connection = Connection(creds, base_url=info["base_url"], timeout=30, pool_size=workers)
 
     async def run_batch(batch: list[str]) -> None:
         metrics = Metrics()
         gateway = TwilioGateway(
-            connection, limiter=AdaptiveLimiter(workers, metrics=metrics), metrics=metrics
+            connection,
+            limiter=AdaptiveLimiter(workers, metrics=metrics),
+            metrics=metrics,
+            clock=TwilioClock(),
         )
         queue = iter(batch)
 

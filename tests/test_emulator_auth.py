@@ -52,6 +52,8 @@ def build_routes(emu: Emulator, acct: Account, ws: str) -> dict[str, tuple[str, 
     return {
         "list_workspaces": ("GET", f"{TASKROUTER}/v1/Workspaces", {}),
         "fetch_workspace": ("GET", f"{TASKROUTER}/v1/Workspaces/{ws}", {}),
+        "list_task_queues": ("GET", f"{TASKROUTER}/v1/Workspaces/{ws}/TaskQueues", {}),
+        "list_workflows": ("GET", f"{TASKROUTER}/v1/Workspaces/{ws}/Workflows", {}),
         "list_tasks": ("GET", f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks", {}),
         "fetch_task": ("GET", f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/{task}", {}),
         "update_task": ("POST", f"{TASKROUTER}/v1/Workspaces/{ws}/Tasks/{task}", cancel),

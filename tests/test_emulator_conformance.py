@@ -30,6 +30,10 @@ CALLS_SPEC = load_spec("twilio_api_v2010.calls.json")
 CONFERENCES_SPEC = load_spec("twilio_api_v2010.conferences.json")
 FLEX_SPEC = load_spec("twilio_flex_v1.interactions.json")
 CONVERSATIONS_SPEC = load_spec("twilio_conversations_v1.conversations.json")
+QUEUES_SPEC = load_spec("twilio_taskrouter_v1.task_queues.json")
+WORKFLOWS_SPEC = load_spec("twilio_taskrouter_v1.workflows.json")
+QUEUES_PATH = "/v1/Workspaces/{WorkspaceSid}/TaskQueues"
+WORKFLOWS_PATH = "/v1/Workspaces/{WorkspaceSid}/Workflows"
 
 
 def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +162,52 @@ def test_task_list_page_matches_the_list_schema(world: Any) -> None:
     assert body["meta"]["previous_page_url"] is None
     # The schema prose: attributes are only displayed by a FETCH of a single task.
     assert [t["attributes"] for t in body["tasks"]] == [None]
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "key", "collection"),
+    [
+        (QUEUES_SPEC, QUEUES_PATH, "task_queues", "TaskQueues"),
+        (WORKFLOWS_SPEC, WORKFLOWS_PATH, "workflows", "Workflows"),
+    ],
+)
+def test_queue_and_workflow_list_pages_match_their_list_schemas(
+    world: Any, spec: dict[str, Any], path: str, key: str, collection: str
+) -> None:
+    emu, session, ws, _, _ = world
+    emu.add_task_queue(ws, "Support")  # the fixture's tasks named Sales/Default
+    emu.add_workflow(ws, "Overflow")
+    url = f"{TASKROUTER}/v1/Workspaces/{ws}/{collection}"
+    resp = session.get(url, params={"PageSize": 1})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    schema = response_schema(spec, path, "get")
+    assert list(violations(spec, schema, body, "page")) == []
+    assert set(body) == {key, "meta"}
+    assert set(body["meta"]) == set(schema["properties"]["meta"]["properties"])
+    assert body["meta"]["key"] == key
+    assert body["meta"]["next_page_url"].startswith(f"{url}?")
+    (item,) = body[key]
+    assert set(item) == set(resolve(spec, schema["properties"][key]["items"])["properties"])
+    assert item["url"] == f"{url}/{item['sid']}"
+    assert item["workspace_sid"] == ws
+    assert all(
+        link.startswith(f"{TASKROUTER}/v1/Workspaces/{ws}") for link in item["links"].values()
+    )
+    second = session.get(body["meta"]["next_page_url"]).json()
+    assert list(violations(spec, schema, second, "page")) == []
+    assert second["meta"]["next_page_url"] is None
+    assert second["meta"]["previous_page_url"].startswith(f"{url}?")
+
+
+def test_a_workflow_configuration_is_a_json_string_routing_to_its_queue(world: Any) -> None:
+    emu, session, ws, _, _ = world
+    body = session.get(f"{TASKROUTER}/v1/Workspaces/{ws}/Workflows").json()
+    (flow,) = body["workflows"]
+    (queue,) = emu.task_queues(ws)
+    assert (flow["friendly_name"], queue.friendly_name) == ("Default", "Sales")
+    config = json.loads(flow["configuration"])
+    assert config == {"task_routing": {"filters": [], "default_filter": {"queue": queue.sid}}}
 
 
 def test_fetched_call_matches_the_call_schema(world: Any) -> None:
@@ -417,12 +467,16 @@ def test_trimmed_definitions_keep_only_the_emulated_operations() -> None:
             for path, item in spec["paths"].items()
         }
         for name, spec in (
+            ("task_queues", QUEUES_SPEC),
+            ("workflows", WORKFLOWS_SPEC),
             ("conferences", CONFERENCES_SPEC),
             ("flex", FLEX_SPEC),
             ("conversations", CONVERSATIONS_SPEC),
         )
     }
     assert kept == {
+        "task_queues": {QUEUES_PATH: ["get"]},
+        "workflows": {WORKFLOWS_PATH: ["get"]},
         "conferences": {CONFERENCES_PATH: ["get"], CONFERENCE_PATH: ["get"]},
         "flex": {
             CHANNEL_PATH: ["get", "post"],
@@ -431,6 +485,11 @@ def test_trimmed_definitions_keep_only_the_emulated_operations() -> None:
         },
         "conversations": {"/v1/Conversations/{Sid}": ["get"]},
     }
+    assert set(QUEUES_SPEC["components"]["schemas"]) == {
+        "taskrouter.v1.workspace.task_queue",
+        "task_queue_enum_task_order",
+    }
+    assert set(WORKFLOWS_SPEC["components"]["schemas"]) == {"taskrouter.v1.workspace.workflow"}
     schemas = FLEX_SPEC["components"]["schemas"]
     assert schemas["interaction_channel_enum_update_channel_status"]["enum"] == [
         "closed",

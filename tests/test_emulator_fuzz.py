@@ -86,7 +86,7 @@ OPERATIONS = operations()
 
 
 def test_every_operation_of_the_copies_is_exercised() -> None:
-    assert len(OPERATIONS) == 12
+    assert len(OPERATIONS) == 14
     assert {op.host for op in OPERATIONS} == {
         "taskrouter.twilio.com",
         "api.twilio.com",

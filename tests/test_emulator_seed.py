@@ -26,7 +26,9 @@ from stuck_tasks.emulator import (
     KIND_VERDICTS,
     VOICE_KINDS,
     Emulator,
+    SandboxWorld,
     SeedReport,
+    SidSource,
     sandbox_world,
     seed_outage,
 )
@@ -142,6 +144,79 @@ def test_sandbox_world_lists_in_pages_of_100() -> None:
     assert client.taskrouter is not None
 
 
+SID = re.compile(r"\b[A-Z]{2}[0-9a-f]{32}\b")
+
+
+def minted_sids(emu: Emulator, world: SandboxWorld) -> list[str]:
+    """Every SID the sandbox holds, in a stable order: the admin state (tasks and the call,
+    conference, interaction and conversation SIDs in their attributes, channels, participants,
+    queues, workflows), then the workspace with its activities and the account."""
+    state = emu.state_json()
+    del state["stats"]
+    twilio = "https://taskrouter.twilio.com"
+    workspace = emu.api_fetch_workspace(world.account_sid, world.workspace_sid, twilio)
+    text = json.dumps([state, workspace, world.account_sid])
+    return SID.findall(text)
+
+
+def test_fixed_sids_make_the_same_sandbox_twice() -> None:
+    (emu, world), (again, twin) = (sandbox_world(60, seed=7, fixed_sids=True) for _ in range(2))
+    sids = minted_sids(emu, world)
+    prefixes = {sid[:2] for sid in sids}
+    assert prefixes >= {"AC", "WS", "WA", "WT", "CA", "CF", "KD", "UO", "UT", "CH", "WQ", "WW"}
+    assert sids == minted_sids(again, twin)
+    assert (world.account_sid, world.workspace_sid) == (twin.account_sid, twin.workspace_sid)
+    assert world.report == twin.report  # kinds, verdicts, task/call pairs, conferences, Flex
+    assert world.auth_token != twin.auth_token  # secrets stay random
+    key, twin_key = (e.add_api_key(w.account_sid) for e, w in ((emu, world), (again, twin)))
+    assert key.sid == twin_key.sid
+    assert key.secret != twin_key.secret
+    # Timestamps follow each world's clock: the same ages.
+    for t, u in zip(emu.tasks(), again.tasks(), strict=True):
+        assert abs((emu.now() - t.date_created) - (again.now() - u.date_created)) < timedelta(
+            seconds=5
+        )
+
+
+def test_another_seed_or_no_fixed_sids_gives_other_sids() -> None:
+    fixed = set(minted_sids(*sandbox_world(60, seed=7, fixed_sids=True)))
+    other_seed = set(minted_sids(*sandbox_world(60, seed=8, fixed_sids=True)))
+    assert fixed.isdisjoint(other_seed)
+    (emu, world), (again, twin) = (sandbox_world(60, seed=7) for _ in range(2))
+    first, second = set(minted_sids(emu, world)), set(minted_sids(again, twin))
+    # Only the seeder's made-up SIDs repeat (the missing call, conversations no resource
+    # backs): they come from the data seed, not from the world.
+    shared = first & second
+    assert {sid[:2] for sid in shared} <= {"CA", "CH"}
+    for sid in shared:
+        with pytest.raises(KeyError):
+            emu.call(sid) if sid.startswith("CA") else emu.conversation(sid)
+    assert world.account_sid != twin.account_sid
+    assert (first - shared).isdisjoint(fixed)
+
+
+def test_a_sid_source_mints_twilio_shaped_sids() -> None:
+    seeded, same, fresh = SidSource(3), SidSource(3), SidSource()
+    minted = [seeded("WT") for _ in range(100)]
+    assert minted == [same("WT") for _ in range(100)]
+    assert all(re.fullmatch(r"WT[0-9a-f]{32}", sid) for sid in [*minted, fresh("WT")])
+    assert len(set(minted)) == 100
+    assert fresh("CA") != SidSource()("CA")
+    assert repr(seeded) == "SidSource(3)"
+    for bad in ("3", True, 1.5):
+        with pytest.raises(TypeError):
+            SidSource(bad)  # type: ignore[arg-type]
+    # A World built on a source takes every SID from it.
+    world, twin = (Emulator(sids=SidSource(9)) for _ in range(2))
+    made = [
+        (acct.sid, ws.sid, ws.default_activity_sid, w.add_task(ws.sid), w.add_call(acct.sid))
+        for w in (world, twin)
+        for acct in [w.add_account()]
+        for ws in [w.add_workspace(acct.sid)]
+    ]
+    assert made[0] == made[1]
+
+
 @contextlib.contextmanager
 def standalone(*args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
     """``python -m stuck_tasks.emulator`` with ``args``; yields the process and its JSON line."""
@@ -203,6 +278,21 @@ def test_standalone_flags_set_the_new_knobs_and_make_a_key() -> None:
         state = requests.get(f"{info['base_url']}/__emulator/state", timeout=10).json()
         assert state["faults"]["closed_channel_close"] == "refuse"
         assert state["faults"]["revoke_after"] == 3
+
+
+def test_standalone_fixed_sids_repeat_across_starts() -> None:
+    seen = []
+    for _ in range(2):
+        with standalone("--tasks", "5", "--seed", "4", "--fixed-sids") as (proc, info):
+            session = EmulatorSession(info["base_url"], (info["account_sid"], info["auth_token"]))
+            tasks_url = f"{TASKROUTER}/v1/Workspaces/{info['workspace_sid']}/Tasks"
+            sids = [t["sid"] for t in session.get(tasks_url).json()["tasks"]]
+            seen.append((info["account_sid"], info["workspace_sid"], sids, info["auth_token"]))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+    assert seen[0][:3] == seen[1][:3]
+    assert len(seen[0][2]) == 5
+    assert seen[0][3] != seen[1][3]
 
 
 def test_standalone_refuses_permissions_without_a_restricted_key() -> None:

@@ -1,6 +1,6 @@
 """A local emulator of the Twilio REST API.
 
-TaskRouter Tasks/Workspaces, v2010 Accounts/Calls/Conferences, Flex Interaction channels and
+TaskRouter Workspaces/Tasks/TaskQueues/Workflows, v2010 Accounts/Calls/Conferences, Flex Interaction channels and
 participants, Conversations.
 
 Self-contained: it imports neither ``twilio`` nor any other ``stuck_tasks`` module.
@@ -35,7 +35,9 @@ from .model import (
     ParticipantView,
     PlatformEvent,
     TaskChange,
+    TaskQueue,
     TaskView,
+    Workflow,
     Workspace,
 )
 from .seed import (
@@ -47,6 +49,7 @@ from .seed import (
     sandbox_world,
     seed_outage,
 )
+from .sids import SidSource
 
 __all__ = [
     "CLOSED_CHANNEL_CLOSE_MODES",
@@ -77,8 +80,11 @@ __all__ = [
     "PlatformEvent",
     "SandboxWorld",
     "SeedReport",
+    "SidSource",
     "TaskChange",
+    "TaskQueue",
     "TaskView",
+    "Workflow",
     "Workspace",
     "sandbox_world",
     "seed_outage",

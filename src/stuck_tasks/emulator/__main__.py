@@ -27,6 +27,7 @@ from .faults import CLOSED_CHANNEL_CLOSE_MODES, Faults
 from .hosts import REGIONS
 from .limits import RESOURCE_KEYS
 from .seed import seed_outage
+from .sids import SidSource
 from .tls import LoopbackTls, loopback_tls
 
 
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="port (0 = a free port)")
     p.add_argument("--tasks", type=int, default=300, help="tasks to seed")
     p.add_argument("--seed", type=int, default=0, help="seed for data and faults")
+    p.add_argument(
+        "--fixed-sids",
+        action="store_true",
+        help="draw every SID from --seed: the same SIDs on every start (secrets stay random)",
+    )
     p.add_argument("--stuck-share", type=float, default=0.8, help="share of stuck voice tasks")
     p.add_argument(
         "--kinds",
@@ -186,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     faults = _with_limits(parser, args, faults)
-    emu = Emulator(faults)
+    emu = Emulator(faults, sids=SidSource(args.seed) if args.fixed_sids else None)
     acct = emu.add_account("Benchmark Contact Center", region=args.region)
     try:
         key = (

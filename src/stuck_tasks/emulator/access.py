@@ -22,6 +22,8 @@ KEY_KINDS: tuple[str, ...] = ("main", "standard", "restricted")
 PERMISSIONS: dict[str, str | None] = {
     "list_workspaces": "/twilio/taskrouter/workspaces/read",
     "fetch_workspace": "/twilio/taskrouter/workspaces/read",
+    "list_task_queues": "/twilio/taskrouter/workspaces/task-queues/read",
+    "list_workflows": "/twilio/taskrouter/workspaces/workflows/read",
     "list_tasks": "/twilio/taskrouter/workspaces/tasks/read",
     "fetch_task": "/twilio/taskrouter/workspaces/tasks/read",
     "update_task": "/twilio/taskrouter/workspaces/tasks/update",

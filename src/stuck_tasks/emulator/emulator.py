@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .faults import Faults
 from .server import TwilioApp
+from .sids import SidSource
 from .world import World
 
 _MAX_LINE = 1 << 20
@@ -30,9 +31,13 @@ class Emulator(World):
     """
 
     def __init__(
-        self, faults: Faults | None = None, clock: Callable[[], datetime] | None = None
+        self,
+        faults: Faults | None = None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        sids: SidSource | None = None,
     ) -> None:
-        super().__init__(faults, clock)
+        super().__init__(faults, clock, sids=sids)
         self._server_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 ROUTE_RESOURCE_KEYS: Mapping[str, str] = {
     "list_workspaces": "Workspace-List",
     "fetch_workspace": "Workspace-Fetch",
+    "list_task_queues": "TaskQueue-List",
+    "list_workflows": "Workflow-List",
     "list_tasks": "Task-List",
     "fetch_task": "Task-Fetch",
     "update_task": "Task-Update",

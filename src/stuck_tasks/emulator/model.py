@@ -86,6 +86,29 @@ class Workspace:
 
 
 @dataclass(frozen=True)
+class TaskQueue:
+    """A TaskQueue: named by tasks (``add_task(queue=...)``) or made by ``add_task_queue``."""
+
+    sid: str
+    account_sid: str
+    workspace_sid: str
+    friendly_name: str
+    date_created: datetime
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A Workflow; ``default_queue_sid`` is the queue its configuration routes every task to."""
+
+    sid: str
+    account_sid: str
+    workspace_sid: str
+    friendly_name: str
+    date_created: datetime
+    default_queue_sid: str | None
+
+
+@dataclass(frozen=True)
 class Change:
     """One assignment_status change; ``by`` is "api" or "platform"."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -13,7 +14,9 @@ from .model import (
     ConferenceRecord,
     ConversationRecord,
     ParticipantRecord,
+    TaskQueue,
     TaskRecord,
+    Workflow,
     Workspace,
 )
 
@@ -132,6 +135,65 @@ def workspace_json(ws: Workspace, base: str) -> JSON:
         "timeout_activity_sid": ws.timeout_activity_sid,
         "url": url,
         "links": links,
+    }
+
+
+def task_queue_json(q: TaskQueue, base: str) -> JSON:
+    """taskrouter.v1.workspace.task_queue; ``links`` as in the spec's list example."""
+    ws_url = f"{base}/v1/Workspaces/{q.workspace_sid}"
+    url = f"{ws_url}/TaskQueues/{q.sid}"
+    return {
+        "account_sid": q.account_sid,
+        # No Activity is set on a queue the emulator makes (both are optional when creating
+        # a queue): null, the case a client must handle, with no activity links.
+        "assignment_activity_sid": None,
+        "assignment_activity_name": None,
+        "date_created": iso(q.date_created),
+        "date_updated": iso(q.date_created),
+        "friendly_name": q.friendly_name,
+        "max_reserved_workers": 1,
+        "reservation_activity_sid": None,
+        "reservation_activity_name": None,
+        "sid": q.sid,
+        "target_workers": "1==1",  # the schema's documented default
+        "task_order": "FIFO",
+        "url": url,
+        "workspace_sid": q.workspace_sid,
+        "links": {
+            "workspace": ws_url,
+            "statistics": f"{url}/Statistics",
+            "real_time_statistics": f"{url}/RealTimeStatistics",
+            "cumulative_statistics": f"{url}/CumulativeStatistics",
+            "list_statistics": f"{ws_url}/TaskQueues/Statistics",
+            "bulk_real_time_statistics": f"{ws_url}/TaskQueues/RealTimeStatistics",
+        },
+    }
+
+
+def workflow_json(w: Workflow, base: str) -> JSON:
+    """taskrouter.v1.workspace.workflow; ``configuration`` is a JSON string, as Twilio's is."""
+    url = f"{base}/v1/Workspaces/{w.workspace_sid}/Workflows/{w.sid}"
+    routing: JSON = {"filters": []}
+    if w.default_queue_sid is not None:
+        routing["default_filter"] = {"queue": w.default_queue_sid}
+    return {
+        "account_sid": w.account_sid,
+        "assignment_callback_url": None,
+        "configuration": json.dumps({"task_routing": routing}),
+        "date_created": iso(w.date_created),
+        "date_updated": iso(w.date_created),
+        "document_content_type": "application/json",
+        "fallback_assignment_callback_url": None,
+        "friendly_name": w.friendly_name,
+        "sid": w.sid,
+        "task_reservation_timeout": 120,  # the documented default
+        "workspace_sid": w.workspace_sid,
+        "url": url,
+        "links": {
+            "statistics": f"{url}/Statistics",
+            "real_time_statistics": f"{url}/RealTimeStatistics",
+            "cumulative_statistics": f"{url}/CumulativeStatistics",
+        },
     }
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from .emulator import Emulator
 from .faults import Faults
 from .model import InteractionRefs
+from .sids import SidSource
 
 # kind -> verdict a correct clean-up must reach ("not-open": not returned by an open-status list).
 _VOICE_VERDICTS: dict[str, str] = {
@@ -422,10 +423,18 @@ class _ExtraSeeder(_Seeder):
 
 
 def sandbox_world(
-    n_tasks: int = 300, seed: int = 0, *, kinds: str = "all"
+    n_tasks: int = 300, seed: int = 0, *, kinds: str = "all", fixed_sids: bool = False
 ) -> tuple[Emulator, SandboxWorld]:
-    """An emulator (not started) with one seeded account/workspace; pages hold at most 100."""
-    emu = Emulator(Faults(max_page_size=100, seed=seed))
+    """An emulator (not started) with one seeded account/workspace; pages hold at most 100.
+
+    :param fixed_sids: every SID (account, workspace, tasks, calls, queues, ...) comes from
+        ``SidSource(seed)``, so sandboxes built with the same arguments share their SIDs and
+        task/call pairs: a plan saved against one applies to the next. The auth token stays
+        random; timestamps stay relative to the clock (same ages, other absolute times).
+    """
+    emu = Emulator(
+        Faults(max_page_size=100, seed=seed), sids=SidSource(seed) if fixed_sids else None
+    )
     acct = emu.add_account("Sandbox Contact Center")
     ws = emu.add_workspace(acct.sid, "Sandbox Support")
     report = seed_outage(emu, acct.sid, ws.sid, n_tasks=n_tasks, seed=seed, kinds=kinds)

@@ -196,6 +196,8 @@ class TwilioApp:
         self._handlers: dict[str, TwilioHandler] = {
             "list_workspaces": self._list_workspaces,
             "fetch_workspace": self._fetch_workspace,
+            "list_task_queues": self._list_task_queues,
+            "list_workflows": self._list_workflows,
             "list_tasks": self._list_tasks,
             "fetch_task": self._fetch_task,
             "update_task": self._update_task,
@@ -215,6 +217,8 @@ class TwilioApp:
         r = app.router
         r.add_get("/v1/Workspaces", _placeholder, name="list_workspaces")
         r.add_get("/v1/Workspaces/{ws}", _placeholder, name="fetch_workspace")
+        r.add_get("/v1/Workspaces/{ws}/TaskQueues", _placeholder, name="list_task_queues")
+        r.add_get("/v1/Workspaces/{ws}/Workflows", _placeholder, name="list_workflows")
         r.add_get("/v1/Workspaces/{ws}/Tasks", _placeholder, name="list_tasks")
         r.add_get("/v1/Workspaces/{ws}/Tasks/{task}", _placeholder, name="fetch_task")
         r.add_post("/v1/Workspaces/{ws}/Tasks/{task}", _placeholder, name="update_task")
@@ -494,6 +498,18 @@ class TwilioApp:
     async def _fetch_workspace(self, request: web.Request, ctx: _Ctx) -> web.Response:
         ws = self.world.api_fetch_workspace(ctx.account_sid, request.match_info["ws"], ctx.base)
         return json_response(ws)
+
+    async def _list_task_queues(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        page = self.world.api_list_task_queues(
+            ctx.account_sid, request.match_info["ws"], ctx.base, request.path, ctx.query
+        )
+        return json_response(page)
+
+    async def _list_workflows(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        page = self.world.api_list_workflows(
+            ctx.account_sid, request.match_info["ws"], ctx.base, request.path, ctx.query
+        )
+        return json_response(page)
 
     async def _list_tasks(self, request: web.Request, ctx: _Ctx) -> web.Response:
         page = self.world.api_list_tasks(

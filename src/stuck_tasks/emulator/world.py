@@ -16,7 +16,6 @@ import json
 import random
 import secrets
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,10 +55,13 @@ from .model import (
     ParticipantRecord,
     PlatformEvent,
     TaskChange,
+    TaskQueue,
     TaskRecord,
     TaskView,
+    Workflow,
     Workspace,
 )
+from .sids import SidSource
 
 Key = tuple[int, str]
 JSON = dict[str, Any]
@@ -134,10 +136,6 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _sid(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
-
-
 def _key(dt: datetime, sid: str) -> Key:
     return ((dt - _EPOCH) // _MICRO, sid)
 
@@ -199,9 +197,16 @@ class World:
     """Accounts, workspaces, tasks and calls, plus the records tests read back."""
 
     def __init__(
-        self, faults: Faults | None = None, clock: Callable[[], datetime] | None = None
+        self,
+        faults: Faults | None = None,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        sids: SidSource | None = None,
     ) -> None:
+        """:param sids: where SIDs come from; the default mints uuid4s, ``SidSource(seed)``
+        repeats the same SIDs for the same sequence of set-up calls."""
         self._lock = threading.Lock()
+        self._sids = sids or SidSource()
         self._base_clock = clock or _utcnow
         self._faults = faults or Faults()
         self._requests_since_faults = 0
@@ -211,6 +216,14 @@ class World:
         self._workspaces: dict[str, Workspace] = {}
         self._ws_index: dict[str, list[Key]] = {}
         self._named_sids: dict[tuple[str, str, str], str] = {}
+        # Per workspace: name -> record and the (date_created, sid) keys in list order; then
+        # every queue and workflow by SID.
+        self._queues: dict[str, dict[str, TaskQueue]] = {}
+        self._queue_index: dict[str, list[Key]] = {}
+        self._workflows: dict[str, dict[str, Workflow]] = {}
+        self._workflow_index: dict[str, list[Key]] = {}
+        self._queue_sids: dict[str, TaskQueue] = {}
+        self._workflow_sids: dict[str, Workflow] = {}
         self._tasks: dict[str, TaskRecord] = {}
         self._index: dict[str, dict[str, list[Key]]] = {}
         self._calls: dict[str, CallRecord] = {}
@@ -249,7 +262,9 @@ class World:
         accept its credentials."""
         if region not in REGIONS:
             raise ValueError(f"unknown region {region!r}; one of {list(REGIONS)}")
-        acct = Account(_sid("AC"), secrets.token_hex(16), friendly_name, self._clock(), region)
+        acct = Account(
+            self._sids("AC"), secrets.token_hex(16), friendly_name, self._clock(), region
+        )
         with self._lock:
             self._accounts[acct.sid] = acct
             self._ws_index[acct.sid] = []
@@ -281,7 +296,9 @@ class World:
             # Policy form, e.g. /twilio/messaging/messages/read. Permissions that no emulated
             # route needs (Messaging, ...) are accepted: they grant nothing here.
             raise ValueError(f"permissions must look like /twilio/<product>/...: {malformed}")
-        key = ApiKey(_sid("SK"), secrets.token_urlsafe(24), account_sid, friendly_name, kind, perms)
+        key = ApiKey(
+            self._sids("SK"), secrets.token_urlsafe(24), account_sid, friendly_name, kind, perms
+        )
         with self._lock:
             acct = self._accounts.get(account_sid)
             if acct is None:
@@ -295,13 +312,20 @@ class World:
 
     def add_workspace(self, account_sid: str, friendly_name: str = "Workspace") -> Workspace:
         ws = Workspace(
-            _sid("WS"), account_sid, friendly_name, self._clock(), _sid("WA"), _sid("WA")
+            self._sids("WS"),
+            account_sid,
+            friendly_name,
+            self._clock(),
+            self._sids("WA"),
+            self._sids("WA"),
         )
         with self._lock:
             if account_sid not in self._accounts:
                 raise KeyError(account_sid)
             self._workspaces[ws.sid] = ws
             self._index[ws.sid] = {status: [] for status in TASK_STATUSES}
+            self._queues[ws.sid], self._queue_index[ws.sid] = {}, []
+            self._workflows[ws.sid], self._workflow_index[ws.sid] = {}, []
             bisect.insort(self._ws_index[account_sid], _key(ws.date_created, ws.sid))
         return ws
 
@@ -335,7 +359,7 @@ class World:
         # "Empty if the call has not yet been dialed."
         start = None if status in ("queued", "canceled", "failed") else dialed
         record = CallRecord(
-            sid=_sid("CA"),
+            sid=self._sids("CA"),
             account_sid=account_sid,
             status=status,
             direction=direction,
@@ -345,7 +369,7 @@ class World:
             date_updated=ended if ended is not None else (start or created),
             start_time=start,
             end_time=ended if status == "completed" else None,
-            phone_number_sid=_sid("PN") if direction == "inbound" else None,
+            phone_number_sid=self._sids("PN") if direction == "inbound" else None,
         )
         with self._lock:
             if account_sid not in self._accounts:
@@ -382,9 +406,11 @@ class World:
             attrs = json.dumps(attributes)
         now = self._clock()
         created = now - age
-        sid = _sid("WT")
+        sid = self._sids("WT")
         with self._lock:
             ws = self._workspaces[workspace_sid]
+            # A queue or workflow a task names exists no later than the task.
+            queue_sid = self._task_queue_locked(ws, queue, created).sid
             closed = status in CLOSED_TASK_STATUSES
             if closed and reason is None:
                 reason = "Task TTL Exceeded" if status == "canceled" else "Task completed"
@@ -398,9 +424,9 @@ class World:
                 channel_sid=self._named_sid(ws.sid, "TC", channel),
                 attributes=attrs,
                 queue=queue,
-                queue_sid=self._named_sid(ws.sid, "WQ", queue),
+                queue_sid=queue_sid,
                 workflow=workflow,
-                workflow_sid=self._named_sid(ws.sid, "WW", workflow),
+                workflow_sid=self._workflow_locked(ws, workflow, created, queue_sid).sid,
                 priority=priority,
                 timeout=86400,
                 # Revisions start at 0: a falsy-looking ETag catches "if etag:" bugs.
@@ -440,7 +466,7 @@ class World:
             created = (ended or now) - timedelta(minutes=5)
         parts = dict(participants or {})
         record = ConferenceRecord(
-            sid=_sid("CF"),
+            sid=self._sids("CF"),
             account_sid=account_sid,
             friendly_name=friendly_name,
             status=status,
@@ -474,10 +500,10 @@ class World:
         closed = now - (closed_ago or timedelta(0)) if state == "closed" else None
         created = (closed or now) - timedelta(minutes=30)
         record = ConversationRecord(
-            sid=_sid("CH"),
+            sid=self._sids("CH"),
             account_sid=account_sid,
-            chat_service_sid=_sid("IS"),
-            messaging_service_sid=_sid("MG"),
+            chat_service_sid=self._sids("IS"),
+            messaging_service_sid=self._sids("MG"),
             friendly_name=None,
             attributes="{}",
             state=state,
@@ -516,7 +542,7 @@ class World:
             raise ValueError(f"unknown channel type {channel_type!r}")
         if agent_status is not None and agent_status not in PARTICIPANT_STATUSES:
             raise ValueError(f"unknown participant status {agent_status!r}")
-        kd, uo = _sid("KD"), _sid("UO")
+        kd, uo = self._sids("KD"), self._sids("UO")
         if conversation_sid is None:
             state = "closed" if channel_status == "closed" else "active"
             conversation_sid = self.add_conversation(account_sid, state)
@@ -554,7 +580,7 @@ class World:
         if channel_status == "failed":
             channel.error_code, channel.error_message = 19025, "Channel validation error"
         customer = ParticipantRecord(
-            sid=_sid("UT"),
+            sid=self._sids("UT"),
             interaction_sid=kd,
             channel_sid=uo,
             type="customer",
@@ -566,15 +592,15 @@ class World:
         agent: ParticipantRecord | None = None
         if agent_status is not None:
             agent = ParticipantRecord(
-                sid=_sid("UT"),
+                sid=self._sids("UT"),
                 interaction_sid=kd,
                 channel_sid=uo,
                 type="agent",
                 status=agent_status,
                 key=(0, ""),
                 task_sid=task_sid,
-                worker_sid=_sid("WK"),
-                reservation_sid=_sid("WR"),
+                worker_sid=self._sids("WK"),
+                reservation_sid=self._sids("WR"),
             )
             agent.key = _key(now + _MICRO, agent.sid)
             participants.append(agent)
@@ -587,11 +613,46 @@ class World:
             self._channels[uo] = channel
         return InteractionRefs(kd, uo, agent.sid if agent else None, task_sid, conversation_sid)
 
+    def add_task_queue(self, workspace_sid: str, friendly_name: str) -> TaskQueue:
+        """The workspace's TaskQueue named ``friendly_name``, made now unless a task or an
+        earlier call already made it (one queue per name, so its SID is the tasks' one)."""
+        now = self._clock()
+        with self._lock:
+            return self._task_queue_locked(self._workspaces[workspace_sid], friendly_name, now)
+
+    def add_workflow(self, workspace_sid: str, friendly_name: str) -> Workflow:
+        """The workspace's Workflow named ``friendly_name`` (idempotent like
+        ``add_task_queue``); a new one routes to the workspace's oldest queue, if any."""
+        now = self._clock()
+        with self._lock:
+            ws = self._workspaces[workspace_sid]
+            oldest = self._queue_index[ws.sid][:1]
+            return self._workflow_locked(ws, friendly_name, now, oldest[0][1] if oldest else None)
+
+    def _task_queue_locked(self, ws: Workspace, name: str, created: datetime) -> TaskQueue:
+        queue = self._queues[ws.sid].get(name)
+        if queue is None:
+            queue = TaskQueue(self._sids("WQ"), ws.account_sid, ws.sid, name, created)
+            self._queues[ws.sid][name] = self._queue_sids[queue.sid] = queue
+            bisect.insort(self._queue_index[ws.sid], _key(created, queue.sid))
+        return queue
+
+    def _workflow_locked(
+        self, ws: Workspace, name: str, created: datetime, queue_sid: str | None
+    ) -> Workflow:
+        flow = self._workflows[ws.sid].get(name)
+        if flow is None:
+            sid = self._sids("WW")
+            flow = Workflow(sid, ws.account_sid, ws.sid, name, created, queue_sid)
+            self._workflows[ws.sid][name] = self._workflow_sids[flow.sid] = flow
+            bisect.insort(self._workflow_index[ws.sid], _key(created, flow.sid))
+        return flow
+
     def _named_sid(self, ws_sid: str, prefix: str, name: str) -> str:
         key = (ws_sid, prefix, name)
         sid = self._named_sids.get(key)
         if sid is None:
-            sid = self._named_sids[key] = _sid(prefix)
+            sid = self._named_sids[key] = self._sids(prefix)
         return sid
 
     def _index_add(self, t: TaskRecord) -> None:
@@ -635,6 +696,16 @@ class World:
             ]
             records.sort(key=lambda t: t.key)
             return [t.view() for t in records]
+
+    def task_queues(self, workspace_sid: str) -> list[TaskQueue]:
+        """The workspace's queues in list order (oldest first)."""
+        with self._lock:
+            return [self._queue_sids[k[1]] for k in self._queue_index[workspace_sid]]
+
+    def workflows(self, workspace_sid: str) -> list[Workflow]:
+        """The workspace's workflows in list order (oldest first)."""
+        with self._lock:
+            return [self._workflow_sids[k[1]] for k in self._workflow_index[workspace_sid]]
 
     def call(self, sid: str) -> CallView:
         with self._lock:
@@ -694,6 +765,8 @@ class World:
             out = {
                 kind: self._stats.get(kind, 0)
                 for kind in (
+                    "list_task_queues",
+                    "list_workflows",
                     "list_tasks",
                     "fetch_task",
                     "update_task",
@@ -781,6 +854,14 @@ class World:
                 for ch in self._channels.values()
             ]
             conversations = [{"sid": c.sid, "state": c.state} for c in self._conversations.values()]
+            queues = [
+                {"sid": q.sid, "workspace_sid": q.workspace_sid, "friendly_name": q.friendly_name}
+                for q in self._queue_sids.values()
+            ]
+            workflows = [
+                {"sid": w.sid, "workspace_sid": w.workspace_sid, "friendly_name": w.friendly_name}
+                for w in self._workflow_sids.values()
+            ]
             flex_writes = [
                 {
                     "seq": w.seq,
@@ -817,6 +898,8 @@ class World:
             "interaction_channels": channels,
             "conversations": conversations,
             "flex_writes": flex_writes,
+            "task_queues": queues,
+            "workflows": workflows,
             "stats": self.stats(),
         }
 
@@ -1254,6 +1337,69 @@ class World:
         meta = _meta("tasks", base + path, filters, paging, result, served_size=served_size)
         return {"tasks": items, "meta": meta}
 
+    def api_list_task_queues(
+        self, account_sid: str, ws_sid: str, base: str, path: str, query: Mapping[str, list[str]]
+    ) -> JSON:
+        for unsupported in ("EvaluateWorkerAttributes", "Ordering"):
+            if unsupported in query:
+                raise ApiError(400, 20001, f"{unsupported} is not supported by the emulator")
+        # The emulator has no Workers, so no queue has the Worker a WorkerSid filter names.
+        no_worker = _single(query, "WorkerSid") is not None
+        return self._list_named(
+            "task_queues",
+            account_sid,
+            ws_sid,
+            base,
+            path,
+            query,
+            render.task_queue_json,
+            match_none=no_worker,
+        )
+
+    def api_list_workflows(
+        self, account_sid: str, ws_sid: str, base: str, path: str, query: Mapping[str, list[str]]
+    ) -> JSON:
+        return self._list_named(
+            "workflows", account_sid, ws_sid, base, path, query, render.workflow_json
+        )
+
+    def _list_named(
+        self,
+        key: str,
+        account_sid: str,
+        ws_sid: str,
+        base: str,
+        path: str,
+        query: Mapping[str, list[str]],
+        to_json: Callable[[Any, str], JSON],
+        *,
+        match_none: bool = False,
+    ) -> JSON:
+        """A page of the workspace's TaskQueues or Workflows, oldest first (keyset paging and
+        ``max_page_size`` as for tasks). ``FriendlyName`` matches exactly, case and all:
+        Twilio does not say whether its filter folds case, and exact is the stricter reading."""
+        paging = _paging(query)
+        served_size = paging.page_size
+        if self._faults.max_page_size is not None:
+            served_size = min(served_size, self._faults.max_page_size)
+        name = _single(query, "FriendlyName")
+        records: Mapping[str, TaskQueue | Workflow]
+        with self._lock:
+            self._workspace_for(account_sid, ws_sid)
+            if key == "task_queues":
+                index, records = self._queue_index[ws_sid], self._queue_sids
+            else:
+                index, records = self._workflow_index[ws_sid], self._workflow_sids
+
+            def keep(k: Key) -> bool:
+                return not match_none and (name is None or records[k[1]].friendly_name == name)
+
+            result = _page_keys([index], paging, served_size, keep)
+            items = [to_json(records[k[1]], base) for k in result.keys]
+        filters = [(k, v) for k, vs in query.items() if k not in _PAGING_PARAMS for v in vs]
+        meta = _meta(key, base + path, filters, paging, result, served_size=served_size)
+        return {key: items, "meta": meta}
+
     def api_fetch_task(
         self, account_sid: str, ws_sid: str, task_sid: str, base: str
     ) -> tuple[JSON, str]:
@@ -1549,6 +1695,8 @@ _FLEX_REQUEST_KINDS = (
     "fetch_conversation",
 )
 _REQUEST_KINDS = (
+    "list_task_queues",
+    "list_workflows",
     "list_tasks",
     "fetch_task",
     "update_task",
