@@ -655,8 +655,10 @@ def test_any_json_document_gives_a_profile_or_a_config_error(
     if profile is not None:
         assert profile.account_sid.startswith("AC")
         assert profile.api_key.startswith("SK")
-        assert SECRET not in repr(profile)
-        assert SECRET not in profile.describe(home=home)
+        shown = (profile.name, profile.region or "", profile.edge or "")
+        if not any(SECRET in value for value in shown):  # the string is not also the edge, say
+            assert SECRET not in repr(profile)
+            assert SECRET not in profile.describe(home=home)
 
 
 @property_settings

@@ -876,7 +876,9 @@ def _start_sandbox(options: dict[str, Any], display: Display) -> Any:
     from .settings import Credentials
 
     seed = options["sandbox_seed"]
-    emulator, world = sandbox_world(n_tasks=options["sandbox_tasks"], seed=seed or 0)
+    emulator, world = sandbox_world(
+        n_tasks=options["sandbox_tasks"], seed=seed or 0, fixed_sids=seed is not None
+    )
     base_url = emulator.start()
     options.update(
         _sandbox_credentials=Credentials(

@@ -94,9 +94,7 @@ class Pacer:
                 return _PROBE  # an answer on its way will tell more
             wait = budget.last_probe + _PROBE - now
             return max(0.0, wait)
-        room = (
-            budget.rate * budget.window - budget.others - budget.ours_within(now) - in_flight
-        )
+        room = budget.rate * budget.window - budget.others - budget.ours_within(now) - in_flight
         if room >= 1 + MARGIN:
             return 0.0
         if budget.ours:
