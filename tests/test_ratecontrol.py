@@ -286,3 +286,77 @@ def test_a_missing_or_absurd_date_header_is_ignored(bad):
     clock = TwilioClock(FakeClock())
     clock.observe(bad)
     assert clock.offset is None
+
+
+# ------------------------------------------------------------------ per-second limits
+
+
+def concurrent(n: int) -> dict[str, str]:
+    return {"Twilio-Concurrent-Requests": str(n)}
+
+
+async def answered(
+    limiter: AdaptiveLimiter, clock: FakeClock, n: int, headers: dict[str, str]
+) -> None:
+    for _ in range(n):
+        ticket = await limiter.acquire()
+        clock.now += 0.01
+        limiter.release(ticket, status=200, headers=headers)
+
+
+def test_a_429_at_known_concurrency_caps_the_send_rate():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(64, metrics=Metrics(), clock=clock)
+
+    async def go():
+        await answered(limiter, clock, 100, concurrent(10))  # 100 a second at 10 concurrent
+        clock.now += 0.005
+        ticket = await limiter.acquire()
+        limiter.release(ticket, status=429, headers=concurrent(4))  # fewer than ever succeeded
+        return limiter.rate_cap
+
+    assert asyncio.run(go()) == pytest.approx(0.9 * 100, rel=0.02)
+
+
+def test_a_429_at_new_concurrency_cuts_only_the_concurrency():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(64, metrics=Metrics(), clock=clock)
+
+    async def go():
+        await answered(limiter, clock, 100, concurrent(10))
+        ticket = await limiter.acquire()
+        limiter.release(ticket, status=429, headers=concurrent(11))  # past the highest success
+        return limiter.rate_cap, limiter.limit
+
+    cap, limit = asyncio.run(go())
+    assert cap is None
+    assert limit == pytest.approx(64 * 0.7)
+
+
+def test_a_taskrouter_budget_429_is_left_to_the_pacer():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(64, metrics=Metrics(), clock=clock)
+
+    async def go():
+        ticket = await limiter.acquire("update_task")
+        limiter.release(
+            ticket, status=429, headers={"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Limit": "25"}
+        )
+        return limiter.limit, limiter.rate_cap
+
+    assert asyncio.run(go()) == (64.0, None)
+
+
+def test_the_rate_cap_recovers_by_about_ten_percent_a_second():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(64, metrics=Metrics(), clock=clock)
+    limiter.rate_cap = 100.0
+
+    async def go():
+        for _ in range(100):  # one second of answers at the cap
+            clock.now += 0.01
+            ticket = await limiter.acquire()
+            limiter.release(ticket, status=200)
+        return limiter.rate_cap
+
+    assert 109 < asyncio.run(go()) < 111

@@ -69,8 +69,37 @@ def test_timeout_then_412_then_a_read_showing_our_reason_is_closed():
 
 
 def test_a_412_without_an_earlier_try_is_skipped_not_failed():
-    result, _ = settle(scripted(update_task=[ApiError(412, 20412, "Precondition Failed")]))
+    task = voice_task(1)
+    result, gw = settle(
+        scripted(
+            update_task=[ApiError(412, 20412, "Precondition Failed")],
+            fetch_task=[replace(task, etag="5", twilio_reason="an agent")],
+        )
+    )
     assert (result.outcome, result.why) == (Outcome.SKIPPED, "changed-412")
+    assert gw.methods() == ["update_task", "fetch_task"]  # the refusal is checked by a read
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        NotFound(404, 20404, "gone"),
+        ApiError(400, 20001, "Cannot cancel"),
+        ApiError(412, 20412, "x"),
+    ],
+)
+def test_a_refusal_for_a_write_that_landed_is_closed_not_skipped(refusal):
+    # Something in between (a proxy) answered a refusal for a write Twilio applied.
+    task = voice_task(1)
+    result, _ = settle(scripted(update_task=[refusal], fetch_task=[ours(task)]))
+    assert (result.outcome, result.why) == (Outcome.CLOSED, "closed")
+
+
+def test_a_401_to_a_write_stops_the_run_and_the_write_is_unknown_not_untried():
+    stop = Stop()
+    result, _ = settle(scripted(update_task=[AuthError(401, 20003, "Authenticate")]), stop=stop)
+    assert result.outcome is Outcome.UNKNOWN
+    assert isinstance(stop.error, AuthError)
 
 
 def test_5xx_every_time_is_failed_after_the_task_is_read_back():
@@ -186,14 +215,21 @@ def test_a_task_gone_before_the_write_is_skipped():
     assert (result.outcome, result.why) == (Outcome.SKIPPED, "gone-404")
 
 
-def test_no_etag_from_the_list_means_a_read_first_and_never_if_match_empty():
+def test_no_etag_from_the_list_means_a_read_first_for_one():
     task = replace(voice_task(1), etag=None)
     result, gw = settle(
-        scripted(fetch_task=[replace(task, etag=None)], update_task=[Written("canceled", None)]),
+        scripted(fetch_task=[replace(task, etag="4")], update_task=[Written("canceled", "5")]),
         case(task),
     )
     assert result.outcome is Outcome.CLOSED
-    assert gw.calls[1].args["if_match"] is None
+    assert gw.calls[1].args["if_match"] == "4"
+
+
+def test_no_etag_anywhere_means_no_write_at_all():
+    task = replace(voice_task(1), etag=None)
+    result, gw = settle(scripted(fetch_task=[task]), case(task))
+    assert (result.outcome, result.why) == (Outcome.SKIPPED, "no-etag")
+    assert gw.methods() == ["fetch_task"]  # never an unconditional update
 
 
 # ------------------------------------------------------------------ the Interactions strategy

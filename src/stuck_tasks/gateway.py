@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from twilio.rest import Client
@@ -62,6 +63,14 @@ def _sid(value: object, prefix: str, what: str) -> str:
         raise _shape(f"{what} SID")
     assert isinstance(value, str)
     return value
+
+
+def _same(found: T, sid: str, asked: str, what: str) -> T:
+    """An answer about another resource than the one asked for (a proxy replaying an earlier
+    answer, say) is not evidence of anything."""
+    if sid != asked:
+        raise BadResponse(f"Twilio's answer for {what} {asked} was about {sid}")
+    return found
 
 
 def _when(value: object) -> datetime | None:
@@ -167,8 +176,8 @@ class TwilioGateway:
         kwargs: dict[str, Any] = {"page_size": 1000}
         if friendly_name is not None:
             kwargs["friendly_name"] = friendly_name
-        return await self._call(
-            lambda: self._workspaces().page_async(**kwargs), lambda p: [_workspace(w) for w in p]
+        return await self._every_page(
+            self._workspaces(), lambda: self._workspaces().page_async(**kwargs), _workspace
         )
 
     async def workspace(self, sid: str) -> Workspace:
@@ -176,15 +185,34 @@ class TwilioGateway:
 
     async def task_queues(self, workspace_sid: str) -> list[Named]:
         queues = self._workspaces()(workspace_sid).task_queues
-        return await self._call(
-            lambda: queues.page_async(page_size=1000), lambda p: [_named(q, "WQ") for q in p]
+        return await self._every_page(
+            queues, lambda: queues.page_async(page_size=1000), lambda q: _named(q, "WQ")
         )
 
     async def workflows(self, workspace_sid: str) -> list[Named]:
         flows = self._workspaces()(workspace_sid).workflows
-        return await self._call(
-            lambda: flows.page_async(page_size=1000), lambda p: [_named(w, "WW") for w in p]
+        return await self._every_page(
+            flows, lambda: flows.page_async(page_size=1000), lambda w: _named(w, "WW")
         )
+
+    async def _every_page(
+        self, listing: Any, first: Callable[[], Awaitable[Any]], convert: Callable[[Any], T]
+    ) -> list[T]:
+        """Every item of a (short) list, page by page; a page URL that repeats is refused.
+
+        twilio's own ``list_async`` would follow a ``next_page_url`` that loops for ever."""
+        found: list[T] = []
+        page = await self._call(first, lambda p: p)
+        seen: set[str] = set()
+        while True:
+            found.extend(await self._call(_ready(page), lambda p: [convert(x) for x in p]))
+            url = await self._call(_ready(page), lambda p: _text(p.next_page_url, "next page URL"))
+            if not url:
+                return found
+            if url in seen or len(seen) >= 100:
+                raise BadResponse("Twilio's list named a page it had already given (a loop)")
+            seen.add(url)
+            page = await self._call(partial(listing.get_page_async, url), lambda p: p)
 
     # ------------------------------------------------------------ tasks
 
@@ -204,10 +232,12 @@ class TwilioGateway:
     async def fetch_task(self, workspace_sid: str, sid: str) -> TaskRecord:
         """Fetch one task with its attributes, its ETag and its reason."""
         context = self._workspaces()(workspace_sid).tasks(sid)
-        return await self._call(
-            context.fetch_with_http_info_async,
-            lambda a: task_record(a.data, header(a.headers, "ETag"), attributes_known=True),
-        )
+
+        def convert(answer: Any) -> TaskRecord:
+            record = task_record(answer.data, header(answer.headers, "ETag"), attributes_known=True)
+            return _same(record, record.sid, sid, "task")
+
+        return await self._call(context.fetch_with_http_info_async, convert)
 
     async def update_task(
         self, workspace_sid: str, sid: str, *, status: str, reason: str, if_match: str | None
@@ -227,26 +257,41 @@ class TwilioGateway:
     # ------------------------------------------------------------ voice evidence
 
     async def fetch_call(self, sid: str) -> CallFacts:
-        return await self._call(
-            self._account().calls(sid).fetch_async,
-            lambda c: CallFacts(
+        def convert(c: Any) -> CallFacts:
+            found = CallFacts(
                 sid=_sid(c.sid, "CA", "call"),
                 status=_text(c.status, "call status") or "",
                 end_time=_when(c.end_time),
                 date_updated=_when(c.date_updated),
-            ),
-        )
+            )
+            return _same(found, found.sid, sid, "call")
+
+        return await self._call(self._account().calls(sid).fetch_async, convert)
 
     async def fetch_conference(self, sid: str) -> ConferenceFacts:
-        return await self._call(self._account().conferences(sid).fetch_async, _conference)
+        return await self._call(
+            self._account().conferences(sid).fetch_async,
+            lambda c: _same(_conference(c), _conference(c).sid, sid, "conference"),
+        )
 
     async def conferences_named(self, name: str, *, status: str) -> Conferences:
         """Conferences whose FriendlyName is ``name`` (TaskRouter uses the task SID) in one
         status: since 2026-09-30 a list without ``Status`` finds in-progress ones only."""
         conferences = self._account().conferences
+
+        def convert(page: Any) -> Conferences:
+            found = []
+            for c in page:
+                if c.friendly_name != name or c.status != status:
+                    raise BadResponse(
+                        f"Twilio's list of {status} conferences named {name} held another one"
+                    )
+                found.append(_conference(c))
+            return Conferences(tuple(found))
+
         return await self._call(
             lambda: conferences.page_async(friendly_name=name, status=status, page_size=50),
-            lambda p: Conferences(tuple(_conference(c) for c in p)),
+            convert,
         )
 
     # ------------------------------------------------------------ Flex Conversations
@@ -257,25 +302,39 @@ class TwilioGateway:
     async def fetch_channel(self, interaction_sid: str, channel_sid: str) -> ChannelFacts:
         return await self._call(
             self._channel(interaction_sid, channel_sid).fetch_async,
-            lambda c: ChannelFacts(
-                _sid(c.sid, "UO", "channel"), _text(c.status, "channel status") or ""
+            lambda c: _same(
+                ChannelFacts(_sid(c.sid, "UO", "channel"), _text(c.status, "channel status") or ""),
+                c.sid,
+                channel_sid,
+                "interaction channel",
             ),
         )
 
     async def channel_participants(self, interaction_sid: str, channel_sid: str) -> Participants:
         participants = self._channel(interaction_sid, channel_sid).participants
-        return await self._call(
-            lambda: participants.page_async(page_size=100),
-            lambda p: Participants(tuple(_participant(x) for x in p)),
-        )
+
+        def convert(page: Any) -> Participants:
+            found = []
+            for p in page:
+                if p.channel_sid not in (None, channel_sid):
+                    raise BadResponse(f"Twilio's participants of {channel_sid} held another's")
+                found.append(_participant(p))
+            return Participants(tuple(found))
+
+        return await self._call(lambda: participants.page_async(page_size=100), convert)
 
     async def fetch_conversation(self, sid: str) -> ConversationFacts:
         return await self._call(
             self._client.conversations.v1.conversations(sid).fetch_async,
-            lambda c: ConversationFacts(
-                _sid(c.sid, "CH", "conversation"),
-                _text(c.state, "conversation state") or "",
-                _when(c.date_updated),
+            lambda c: _same(
+                ConversationFacts(
+                    _sid(c.sid, "CH", "conversation"),
+                    _text(c.state, "conversation state") or "",
+                    _when(c.date_updated),
+                ),
+                c.sid,
+                sid,
+                "conversation",
             ),
         )
 
@@ -293,6 +352,13 @@ class TwilioGateway:
             lambda: channel.update_async(status="closed", routing={"status": "closed"}),
             lambda _: None,
         )
+
+
+def _ready(value: T) -> Callable[[], Awaitable[T]]:
+    async def answer() -> T:
+        return value
+
+    return answer
 
 
 def _workspace(ws: Any) -> Workspace:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .errors import ApiError, DeadlineExceeded, StuckTasksError, TransportError
-from .pacing import Pacer
+from .pacing import Pacer, header
 
 T = TypeVar("T")
 # The try number of the request being sent, set by whoever retries it (for --verbose).
@@ -186,10 +186,22 @@ class AdaptiveLimiter:
         self._paused_until = 0.0
         self._last_cut = -math.inf
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # A per-second limit (not a concurrency one) shows as 429s whatever the concurrency.
+        # Twilio-Concurrent-Requests tells them apart: a 429 reporting no more concurrent
+        # requests than a successful answer once did was not about concurrency. Then (once a
+        # second of answers has been seen) the send rate is capped a little under the rate
+        # that was being admitted, never cut by more than 30% at once, and grows back by 10% a
+        # second (multiplicative: it recovers as fast at 1,000 requests a second as at 40).
+        self.rate_cap: float | None = None
+        self._next_send = 0.0
+        self._admitted: deque[float] = deque()  # when recent non-429 answers arrived
+        self._started = clock()
+        self._concurrent_ok = 0  # the most Twilio-Concurrent-Requests a success reported
 
     async def acquire(self, kind: str = "") -> Ticket:
         while True:
-            pause = max(self._paused_until - self._clock(), self.pacer.delay(kind))
+            now = self._clock()
+            pause = max(self._paused_until - now, self.pacer.delay(kind), self._next_send - now)
             if pause > 0:
                 self._metrics.paced(pause)
                 await asyncio.sleep(pause)
@@ -209,7 +221,10 @@ class AdaptiveLimiter:
         self.in_flight += 1
         self.pacer.sending(kind)
         self._metrics.in_flight(self.in_flight)
-        return Ticket(self._clock(), kind)
+        now = self._clock()
+        if self.rate_cap is not None:
+            self._next_send = max(now, self._next_send) + 1.0 / self.rate_cap
+        return Ticket(now, kind)
 
     def release(
         self,
@@ -223,17 +238,44 @@ class AdaptiveLimiter:
         self.in_flight -= 1
         self.pacer.answered(ticket.kind, status=status, headers=headers)
         if status == 429:
-            self._throttled(ticket, retry_after)
-        elif self.limit < self.ceiling:
-            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            # A 429 that reports TaskRouter's endpoint budget is the pacer's; the account's
+            # limits (concurrency, per second) answer without those headers.
+            if header(headers, "X-Rate-Limit-Remaining") is None:
+                concurrent = _count(header(headers, "Twilio-Concurrent-Requests"))
+                per_second = concurrent is not None and concurrent <= self._concurrent_ok
+                self._throttled(ticket, retry_after, per_second=per_second)
+        else:
+            if status is not None:
+                self._admitted.append(self._clock())
+                concurrent = _count(header(headers, "Twilio-Concurrent-Requests"))
+                if concurrent is not None:
+                    self._concurrent_ok = max(self._concurrent_ok, concurrent)
+            if self.limit < self.ceiling:
+                self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            if self.rate_cap is not None:
+                self.rate_cap *= 1.0 + 0.1 / max(self.rate_cap, 1.0)
         self._wake()
 
-    def _throttled(self, ticket: Ticket, retry_after: float | None) -> None:
+    def admitted_rate(self, now: float) -> float | None:
+        """Non-429 answers per second over the last second; None before a second has passed."""
+        while self._admitted and self._admitted[0] < now - 1.0:
+            self._admitted.popleft()
+        if now - self._started < 1.0:
+            return None
+        return float(len(self._admitted))
+
+    def _throttled(self, ticket: Ticket, retry_after: float | None, *, per_second: bool) -> None:
         now = self._clock()
         # Requests sent before the last cut were sent at the old rate: one cut per round trip.
         if ticket.sent_at >= self._last_cut:
             self.limit = max(float(self.floor), self.limit * self._decrease)
             self._last_cut = now
+            admitted = self.admitted_rate(now) if per_second else None
+            if admitted is not None:
+                cut = 0.9 * admitted
+                if self.rate_cap is not None:
+                    cut = max(cut, self.rate_cap * self._decrease)
+                self.rate_cap = max(1.0, cut)
         if retry_after:
             self._paused_until = max(self._paused_until, now + retry_after)
 
@@ -244,6 +286,16 @@ class AdaptiveLimiter:
             if not waiter.done():
                 waiter.set_result(None)
                 free -= 1
+
+
+def _count(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 @dataclass(frozen=True)

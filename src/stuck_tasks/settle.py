@@ -27,6 +27,7 @@ from .errors import (
     BadResponse,
     DeadlineExceeded,
     NotFound,
+    PermissionDenied,
     StuckTasksError,
     TransportError,
     describe,
@@ -201,19 +202,37 @@ class Settler:
                 etag = fresh.etag
             if stop.requested and not state.sent:
                 return self._not_started(state)
+            if etag is None and not strategy.read_each_attempt:
+                # Twilio's answer carried no ETag: the write would not be conditional.
+                return ApplyResult(
+                    Outcome.SKIPPED,
+                    "no-etag",
+                    "Twilio's answer carried no ETag, so the write could not be made with If-Match",
+                    attempts=state.attempts,
+                )
             state.attempts += 1
             token = ATTEMPT.set(state.attempts)
             try:
                 after = await strategy.send(self.gateway, self.workspace_sid, case, etag)
+            except PermissionDenied:
+                raise  # 403/70051: refused before anything was applied
+            except AuthError as error:
+                # Twilio refuses credentials before it applies anything; the record still says
+                # "unknown" rather than "not attempted" for a write it was sent, because a
+                # 401/403 from something in between (a proxy) proves nothing either way.
+                self.reads.stop.fail(error)
+                state.sent = True
+                return self._cut_short(state, describe(error))
             except FATAL:
                 raise
             except ApiError as error:
                 refused = strategy.refused(error, state.attempts)
                 if refused is not None:
-                    if state.sent:
-                        confirmed = await self._confirm(case, strategy, state)
-                        if confirmed is not None:
-                            return confirmed
+                    # The refusal may report our own earlier try, landed late, or come from
+                    # something in between that lies: the task, read again, says.
+                    confirmed = await self._confirm(case, strategy, state)
+                    if confirmed is not None:
+                        return confirmed
                     return refused
                 if not error.retryable:
                     return failed(error, state.attempts)
@@ -287,6 +306,8 @@ class Settler:
         except NotFound:
             return None
         except StuckTasksError as error:
+            if not state.sent:
+                return None  # nothing of ours can have landed: the refusal stands
             return unknown(
                 f"the write was sent; reading it back failed: {describe(error)}", state.attempts
             )
