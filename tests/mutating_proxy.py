@@ -172,7 +172,7 @@ class Context:
     previous: Answer | None  # the previous upstream answer of the same kind
 
 
-Path = tuple[Union[str, int], ...]  # noqa: UP007
+JsonPath = tuple[Union[str, int], ...]  # noqa: UP007
 EACH = "*"  # in a Path: every element of a list (or every value of an object)
 
 
@@ -198,7 +198,7 @@ def _children(value: Any) -> Iterable[str | int]:
     return list(value) if isinstance(value, dict) else ()
 
 
-def _parents(value: Any, path: Path) -> Iterator[tuple[Any, str | int]]:
+def _parents(value: Any, path: JsonPath) -> Iterator[tuple[Any, str | int]]:
     """Every (container, key) that ``path`` names in ``value``.
 
     A missing step names nothing, except the last one in an object: a new key.
@@ -228,7 +228,7 @@ class Unchanged(Exception):
 class SetValue:
     """Put ``value`` at ``path`` (``"*"`` steps over every element); a new key is added."""
 
-    path: Path
+    path: JsonPath
     value: Any
 
     def apply(self, answer: Answer, ctx: Context) -> Answer:
@@ -245,7 +245,7 @@ class SetValue:
 class DeleteKey:
     """Remove the key at ``path`` from its object (``"*"`` steps over every element)."""
 
-    path: Path
+    path: JsonPath
 
     def apply(self, answer: Answer, ctx: Context) -> Answer:
         doc = _parse(answer)
