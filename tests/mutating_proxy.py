@@ -20,6 +20,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -494,6 +495,8 @@ class Exchange:
     rule: int | None  # index into plan.rules
     mutation: Mutation | None
     note: str = ""  # why a fired mutation changed nothing, or what went wrong upstream
+    seconds: float = 0.0  # from the request's arrival to its answer's last byte (or hang-up)
+    delivered: bool = True  # the whole answer was written (False: dropped, or abandoned trickle)
 
 
 # ------------------------------------------------------------------ the server
@@ -629,8 +632,8 @@ class MutatingProxy:
 
     # ------------------------------------------------------------- one request
 
-    def _choose(self, method: str, kind: str) -> tuple[int, int | None, Answer | None]:
-        """Advance the rule counters; the request's number, its rule, the previous answer."""
+    def _choose(self, method: str, kind: str) -> tuple[int, int | None]:
+        """Advance the rule counters; the request's number and the rule that fires, if any."""
         with self._lock:
             state = self._state
             state.seq += 1
@@ -640,13 +643,14 @@ class MutatingProxy:
                     state.counts[i] += 1
                     if chosen is None and rule.select.fires(state.counts[i]):
                         chosen = i
-            return state.seq, chosen, state.previous.get(kind)
+            return state.seq, chosen
 
-    def _record(self, exchange: Exchange, kind: str, upstream: Answer | None) -> None:
+    def _remember(self, kind: str, upstream: Answer) -> Answer | None:
+        """Keep ``upstream`` as the latest answer of its kind; return the one before it."""
         with self._lock:
-            self._state.log.append(exchange)
-            if upstream is not None:
-                self._state.previous[kind] = upstream
+            previous = self._state.previous.get(kind)
+            self._state.previous[kind] = upstream
+            return previous
 
     async def _forward(self, request: web.Request, raw_path_qs: str, body: bytes) -> Answer:
         assert self._session is not None
@@ -666,15 +670,18 @@ class MutatingProxy:
             return Answer(resp.status, kept, data)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         method = request.method
         kind = route_kind(method, request.path)
         raw_path_qs, foreign = strip_marker(request.raw_path)
         body = await request.read()
-        seq, rule_index, previous = self._choose(method, kind)
+        seq, rule_index = self._choose(method, kind)
         mutation = None if rule_index is None else self.plan.rules[rule_index].mutation
         host = request.headers.get("Host", "")
 
-        def record(upstream: Answer | None, status: int | None, note: str = "") -> None:
+        def record(
+            upstream: Answer | None, status: int | None, note: str = "", *, delivered: bool
+        ) -> None:
             exchange = Exchange(
                 seq=seq,
                 method=method,
@@ -688,23 +695,32 @@ class MutatingProxy:
                 rule=rule_index,
                 mutation=mutation,
                 note=note,
+                seconds=time.monotonic() - started,
+                delivered=delivered,
             )
-            self._record(exchange, kind, upstream)
+            with self._lock:
+                self._state.log.append(exchange)
 
         if isinstance(mutation, Drop) and mutation.stage == "unsent":
-            record(None, None)
+            record(None, None, delivered=False)
             return _hang_up(request)
         try:
             upstream = await self._forward(request, raw_path_qs, body)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            record(None, None, f"upstream failed: {exc!r}")
+            record(None, None, f"upstream failed: {exc!r}", delivered=False)
             return _hang_up(request)
+        previous = self._remember(kind, upstream)
         if isinstance(mutation, Drop):
-            record(upstream, None)
-            return await _drop(request, mutation, upstream)
+            resp = await _drop(request, mutation, upstream)
+            record(upstream, None, delivered=False)
+            return resp
         if isinstance(mutation, Trickle):
-            record(upstream, upstream.status)
-            return await _trickle(request, upstream, mutation)
+            delivered = False
+            try:  # also when stop() cancels a trickle still under way
+                resp, delivered = await _trickle(request, upstream, mutation)
+            finally:
+                record(upstream, upstream.status, delivered=delivered)
+            return resp
         answer, note = upstream, ""
         if mutation is not None:
             url = f"{request.scheme}://{host}{raw_path_qs}"
@@ -712,7 +728,7 @@ class MutatingProxy:
                 answer = mutation.apply(upstream, Context(method, kind, url, previous))
             except Unchanged as why:
                 note = f"unchanged: {why}"
-        record(upstream, answer.status, note)
+        record(upstream, answer.status, note, delivered=True)
         headers = CIMultiDict(answer.headers)
         return web.Response(status=answer.status, body=answer.body, headers=headers)
 
@@ -750,15 +766,19 @@ def _stream(answer: Answer) -> web.StreamResponse:
     return resp
 
 
-async def _trickle(request: web.Request, answer: Answer, trickle: Trickle) -> web.StreamResponse:
+async def _trickle(
+    request: web.Request, answer: Answer, trickle: Trickle
+) -> tuple[web.StreamResponse, bool]:
+    """Send ``answer`` slowly; whether the client waited for all of it."""
     resp = _stream(answer)
     await resp.prepare(request)
     body = answer.body
     try:
         for start in range(0, len(body), trickle.chunk):
+            if start:
+                await asyncio.sleep(trickle.interval)
             await resp.write(body[start : start + trickle.chunk])
-            await asyncio.sleep(trickle.interval)
         await resp.write_eof()
     except ConnectionError:
-        pass  # the client gave up: what a trickle is for
-    return resp
+        return resp, False  # the client gave up: what a trickle is for
+    return resp, True

@@ -453,11 +453,14 @@ def test_trickle_sends_headers_at_once_and_the_body_slowly(site: Site):
     full = site.get(site.world.emu.base_url, path).body
     chunks = -(-len(full) // 200)
     started = time.monotonic()
-    got, _ = one(site, path, Select(), Trickle(chunk=200, interval=0.1))
+    got, proxy = one(site, path, Select(), Trickle(chunk=200, interval=0.1))
     took = time.monotonic() - started
     assert got.body == full
     assert got.seconds_to_headers < 0.1 * chunks / 2
     assert took >= 0.1 * (chunks - 1)
+    (exchange,) = proxy.log
+    assert exchange.delivered
+    assert exchange.seconds >= 0.1 * (chunks - 1)
 
 
 def test_trickle_outlasts_a_client_timeout(site: Site):
@@ -467,6 +470,8 @@ def test_trickle_outlasts_a_client_timeout(site: Site):
         pytest.raises(asyncio.TimeoutError),
     ):
         site.get(proxy.base_url, path, timeout=1)
+    (exchange,) = proxy.log  # written once the proxy noticed the client had gone
+    assert not exchange.delivered
 
 
 def test_drop_unsent_never_reaches_upstream(fresh: Site):
@@ -496,3 +501,12 @@ def test_drop_mid_body_after_the_write_was_applied(fresh: Site):
     ):
         fresh.post(proxy.base_url, fresh.tasks_path(fresh.tasks[0]), CANCEL)
     assert [m.task_sid for m in fresh.world.emu.mutations] == [fresh.tasks[0]]
+
+
+def test_a_garbled_answer_to_a_write_comes_after_the_write_was_applied(fresh: Site):
+    with proxied(fresh, (Select("update_task"), Status(500))) as proxy:
+        got = fresh.post(proxy.base_url, fresh.tasks_path(fresh.tasks[0]), CANCEL)
+    assert got.status == 500
+    assert [m.task_sid for m in fresh.world.emu.mutations] == [fresh.tasks[0]]
+    (exchange,) = proxy.log
+    assert (exchange.upstream_status, exchange.status) == (200, 500)
