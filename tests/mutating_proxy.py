@@ -603,8 +603,13 @@ class MutatingProxy:
         try:
             loop.run_forever()
         finally:
-            loop.run_until_complete(self._session.close())
             loop.run_until_complete(runner.cleanup())
+            # Trickles still under way (their client gave up or was killed) end here.
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            loop.run_until_complete(self._session.close())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             sock.close()

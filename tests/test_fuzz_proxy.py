@@ -6,16 +6,18 @@ subprocess through the proxy. Whatever the answers, the run must:
 
 - end (no hang) with a documented exit code, without a traceback, any error in one line; not
   wait out an answer trickled past ``--timeout``, nor loop on a repeated ``next_page_url``;
-- close no task without proof (``wrong_closures``, see ``wrong_closes``);
+- close no task without proof (``wrong_closures``, see ``wrong_closes``), and send every Task
+  API update with ``If-Match``;
 - keep a true record: the audit log's ``closed`` tasks are exactly the tasks Twilio changed (or,
   without a log, stdout names each), and the ``--json`` summary's ``closed`` is their number;
 - never follow a ``next_page_url`` to a foreign host.
 
 Budget: two tests (voice only; voice and messaging) of ``EXAMPLES`` cases each, a workspace of
-``N_TASKS`` tasks in pages of ``PAGE_SIZE``; with ``-n 2`` they run side by side. Generation is
-derandomized and there is no example database, so CI sees the same plans every time (which task
-the n-th request touches still depends on the tool's concurrency). Shrinking is off: a case is
-1-3 readable rules already, and a hang costs the full ``HARD_TIMEOUT`` per try.
+``N_TASKS`` tasks in pages of ``PAGE_SIZE``; a case takes about 1-2 s when the tool behaves, so
+the file takes about 30 s with ``-n 2`` (the tests run side by side) and about 60 s without.
+Each test has its own fixed ``@seed`` and there is no example database, so CI generates the same
+plans every time (which task the n-th request touches still depends on the tool's concurrency).
+Shrinking is off: a case is 1-3 readable rules already, and a hang costs ``HARD_TIMEOUT`` a try.
 """
 
 from __future__ import annotations
@@ -257,13 +259,18 @@ class Run:
     wrong: list[str]
     audit_closed: set[str] | None  # None: no audit log was written
     audit_problem: str | None
+    unconditional_writes: int  # Task API updates that reached Twilio without If-Match
     exchanges: list[Exchange] = field(default_factory=list)
 
     def applied(self) -> list[str]:
+        """What the proxy did, one line per (kind, rule): how often, from which request on."""
+        hits: dict[tuple[str, int | None], list[Exchange]] = {}
+        for e in self.exchanges:
+            if e.mutation is not None and not e.note:
+                hits.setdefault((e.kind, e.rule), []).append(e)
         return [
-            f"#{e.seq} {e.method} {e.kind} -> rule {e.rule} {e.mutation}"
-            for e in self.exchanges
-            if e.mutation is not None and not e.note
+            f"{kind} x{len(es)} from request #{min(e.seq for e in es)}: rule {rule} {es[0].mutation}"
+            for (kind, rule), es in hits.items()
         ]
 
     def summary(self) -> dict[str, Any] | None:
@@ -361,6 +368,10 @@ def run_case(case: Case, workdir: Path) -> Run:
             wrong=wrong_closes(world),
             audit_closed=audit_closed,
             audit_problem=audit_problem,
+            unconditional_writes=sum(
+                r.method == "POST" and "/Tasks/" in r.path and r.if_match is None
+                for r in world.emu.request_log
+            ),
             exchanges=proxy.log,
         )
     finally:
@@ -388,6 +399,8 @@ def problems(run: Run) -> list[str]:
         found.append("more than one error line on stderr")
     if run.wrong:
         found.append(f"wrong closures: {sorted(run.wrong)}")
+    if run.unconditional_writes:
+        found.append(f"{run.unconditional_writes} task updates sent without If-Match")
     found += record_problems(run)
     if any(e.followed_foreign for e in run.exchanges):
         found.append("followed a next_page_url to a foreign host")
