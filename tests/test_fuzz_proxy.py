@@ -13,8 +13,9 @@ subprocess through the proxy. Whatever the answers, the run must:
 - never follow a ``next_page_url`` to a foreign host.
 
 Budget: two tests (voice only; voice and messaging) of ``EXAMPLES`` cases each, a workspace of
-``N_TASKS`` tasks in pages of ``PAGE_SIZE``; a case takes about 1-2 s when the tool behaves, so
-the file takes about 30 s with ``-n 2`` (the tests run side by side) and about 60 s without.
+``N_TASKS`` tasks in pages of ``PAGE_SIZE``. A case takes about 1 s alone and 2-4 s while the
+other test runs beside it, so with ``-n 2`` the file takes about 45-55 s on 2 cores once the
+tool keeps its promises (a failing case ends the test early; a hang costs ``HARD_TIMEOUT``).
 Each test has its own fixed ``@seed`` and there is no example database, so CI generates the same
 plans every time (which task the n-th request touches still depends on the tool's concurrency).
 Shrinking is off: a case is 1-3 readable rules already, and a hang costs ``HARD_TIMEOUT`` a try.
@@ -65,7 +66,7 @@ from mutating_proxy import (
 )
 from stuck_tasks.emulator import EXTRA_KINDS, Emulator, Faults
 
-EXAMPLES = 16
+EXAMPLES = 14
 N_TASKS = 30
 PAGE_SIZE = 10
 TIMEOUT = 2.0  # the tool's --timeout
@@ -472,6 +473,7 @@ FUZZ = settings(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the suite's 300 s is too short if a few cases hang for 60 s
 @FUZZ
 @seed(20261201)
 @given(world_seed=st.integers(0, 3), plan=plans(VOICE_KINDS))
@@ -482,6 +484,7 @@ def test_voice_run_keeps_its_promises_under_hostile_answers(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the suite's 300 s is too short if a few cases hang for 60 s
 @FUZZ
 @seed(20261202)
 @given(world_seed=st.integers(0, 3), plan=plans(VOICE_KINDS + MESSAGING_KINDS))
