@@ -174,7 +174,10 @@ class Context:
 
 
 JsonPath = tuple[Union[str, int], ...]  # noqa: UP007
-EACH = "*"  # in a Path: every element of a list (or every value of an object)
+EACH = "*"  # in a JsonPath: every element of a list (or every value of an object)
+
+
+_NOT_JSON = object()
 
 
 def _parse(answer: Answer) -> Any:
@@ -182,9 +185,6 @@ def _parse(answer: Answer) -> Any:
         return json.loads(answer.body)
     except ValueError:
         return _NOT_JSON
-
-
-_NOT_JSON = object()
 
 
 def _has(value: Any, key: str | int) -> bool:
