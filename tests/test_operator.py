@@ -176,6 +176,47 @@ def test_verbose_prints_one_line_per_request_and_no_secret(outage: World):
     assert "Basic " not in result.stderr
 
 
+def test_every_request_names_stuck_tasks_in_its_user_agent(outage: World):
+    assert outage.invoke("--dry-run", "--quiet").exit_code == 0
+    agents = {r.user_agent for r in outage.emu.request_log}
+    assert len(agents) == 1
+    (agent,) = agents
+    assert agent.startswith("twilio-python/")
+    assert f"stuck-tasks/{__version__}" in agent
+
+
+# ------------------------------------------------------------------ the sandbox rehearses everything
+
+
+def test_the_sandbox_rehearses_a_saved_plan_and_task(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STUCK_TASKS_"))}
+
+    def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [stuck_tasks_command(), "--sandbox", "--sandbox-seed", "7", "--quiet", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    plan = tmp_path / "plan.json"
+    saved = sandbox("--save-plan", str(plan), "--json")
+    assert saved.returncode == 0, saved.stderr
+    tasks = json.loads(plan.read_text(encoding="utf-8"))["tasks"]
+    assert tasks
+    applied = sandbox("--apply-plan", str(plan), "--yes", "--json")
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["closed"] == len(tasks)
+    explained = sandbox("--dry-run", "--task", tasks[0]["task_sid"])
+    assert explained.returncode == 0, explained.stderr
+    assert explained.stdout.startswith(f"Task {tasks[0]['task_sid']}")
+    assert "verdict     c" in explained.stdout  # cancel it / complete it
+
+
 # ------------------------------------------------------------------ --version, --help
 
 

@@ -218,7 +218,7 @@ def _consistent(action: Action, status: str, refs: Refs, participant: object, wh
         Action.CLOSE_CHANNEL: refs.channel_sid is not None and refs.interaction_sid is not None,
     }
     if not expected[action]:
-        raise _Damaged(f"{where}: action {action.value} does not fit a {status} task")
+        raise _Damaged(f"{where}: action {action.value} does not fit a task that is {status}")
 
 
 def _refs(raw: object, where: str) -> Refs:
@@ -229,7 +229,7 @@ def _refs(raw: object, where: str) -> Refs:
     for key, prefix in _REFS.items():
         value = raw.get(key)
         if value is not None and not is_sid(value, prefix):
-            raise _Damaged(f"{where}: refs.{key} is not a {prefix} SID")
+            raise _Damaged(f"{where}: refs.{key} is not a SID starting {prefix}")
         values[key] = value
     calls = raw.get("participant_calls", [])
     if not isinstance(calls, list) or not all(is_sid(c, "CA") for c in calls):
@@ -263,7 +263,7 @@ def _opt_str(doc: dict[str, Any], key: str, where: str) -> str | None:
 def _sid_of(doc: dict[str, Any], key: str, prefix: str, where: str) -> str:
     value = doc.get(key)
     if not is_sid(value, prefix):
-        raise _Damaged(f"{where}: {key} is not a {prefix} SID")
+        raise _Damaged(f"{where}: {key} is not a SID starting {prefix}")
     assert isinstance(value, str)
     return value
 

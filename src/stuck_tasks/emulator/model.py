@@ -167,6 +167,7 @@ class LoggedRequest:
     fault: str | None
     # The Host header as sent ("" when absent): which Twilio host the request was meant for.
     host: str = ""
+    user_agent: str = ""  # so tests can tell whose traffic it was
 
 
 @dataclass(frozen=True)

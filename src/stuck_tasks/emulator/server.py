@@ -328,6 +328,7 @@ class TwilioApp:
                 account_sid=account_sid,
                 fault=outcome.fault,
                 host=raw_host,
+                user_agent=request.headers.get("User-Agent", ""),
             )
         )
         if outcome.drop and request.transport is not None:
