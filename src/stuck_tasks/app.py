@@ -278,16 +278,7 @@ class Run:
                 ) from None
         every = await self.reads.call(lambda: gw.workspaces())
         if wanted:
-            exact = [w for w in every if w.friendly_name == wanted]
-            if len(exact) == 1:
-                return exact[0]
-            if len(exact) > 1:
-                raise ConfigError(
-                    f"{len(exact)} workspaces are named {wanted!r}: "
-                    + ", ".join(w.sid for w in exact)
-                    + "; pass --workspace with a WS SID"
-                )
-            raise ConfigError(f"no workspace named {wanted!r}; {_listing(every, 'workspaces')}")
+            return one_named(every, wanted, what="workspace", option="--workspace")
         if len(every) == 1:
             self.display.notice(
                 f"Using workspace {every[0].friendly_name!r} ({every[0].sid}), "
@@ -306,17 +297,12 @@ class Run:
         else:
             found = await self.reads.call(lambda: gw.workflows(workspace.sid))
             option = "--workflow"
-        exact = [n for n in found if wanted in (n.sid, n.friendly_name)]
-        if len(exact) == 1:
-            return exact[0]
-        if len(exact) > 1:
-            raise ConfigError(
-                f"{len(exact)} {what}s are named {wanted!r}: "
-                + ", ".join(n.sid for n in exact)
-                + f"; pass {option} with a SID"
-            )
-        raise ConfigError(
-            f"no {what} {wanted!r} in workspace {workspace.friendly_name!r}; {_listing(found, what + 's')}"
+        return one_named(
+            found,
+            wanted,
+            what=what,
+            option=option,
+            where=f" in workspace {workspace.friendly_name!r}",
         )
 
     # ------------------------------------------------------------ audit
@@ -577,6 +563,23 @@ class Run:
         if isinstance(error, ConfigError):
             return EXIT_USAGE, (str(error),)
         return EXIT_FATAL, (describe(error),)
+
+
+N = TypeVar("N", Named, Workspace)
+
+
+def one_named(found: list[N], wanted: str, *, what: str, option: str, where: str = "") -> N:
+    """The one item whose SID or exact friendly name is ``wanted``; none or several is refused
+    with the known ones listed (a typo must never look like "nothing is stuck")."""
+    exact = [n for n in found if wanted in (n.sid, n.friendly_name)]
+    if len(exact) == 1:
+        return exact[0]
+    if exact:
+        raise ConfigError(
+            f"{len(exact)} {what}s are named {wanted!r}: {', '.join(n.sid for n in exact)}; "
+            f"pass {option} with a SID"
+        )
+    raise ConfigError(f"no {what} named {wanted!r}{where}; {_listing(found, what + 's')}")
 
 
 def _listing(items: list[Named] | list[Workspace], what: str) -> str:

@@ -146,6 +146,17 @@ class Refs:
     conversation_sid: str | None = None
     legacy_chat: bool = False
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "call_sid": self.call_sid,
+            "conference_sid": self.conference_sid,
+            "participant_calls": list(self.participant_calls),
+            "interaction_sid": self.interaction_sid,
+            "channel_sid": self.channel_sid,
+            "conversation_sid": self.conversation_sid,
+            "legacy_chat": self.legacy_chat,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:

@@ -343,7 +343,7 @@ class Pipeline:
                 continue
             work.cases.append(case)
             work.counts = work.counts.plus(case)
-            self._record_decided(case)
+            self._record(self._sink.decided, case)
             if writes is not None and case.decision.acts:
                 writes.put_nowait(case)
             if gate is not None:
@@ -373,18 +373,13 @@ class Pipeline:
                 result = await settler.settle(case)
                 work.in_flight.discard(case.sid)
             work.results[case.sid] = result
-            self._record_settled(case, result)
+            self._record(self._sink.settled, case, result)
 
-    # An audit log that cannot be written stops every write (the sink keeps the record).
-    def _record_decided(self, case: Case) -> None:
+    def _record(self, report: Callable[..., None], *args: object) -> None:
+        """Report to the sink; an audit log that cannot be written stops every write (the sink
+        keeps the record for the summary)."""
         try:
-            self._sink.decided(case)
-        except AuditFailed as error:
-            self._stop.fail(error)
-
-    def _record_settled(self, case: Case, result: ApplyResult) -> None:
-        try:
-            self._sink.settled(case, result)
+            report(*args)
         except AuditFailed as error:
             self._stop.fail(error)
 

@@ -83,26 +83,13 @@ def _entry(case: Case) -> dict[str, Any]:
         "queue": t.queue,
         "age_seconds": t.age,
         "call_sid": t.call_sid,
-        "refs": _refs_json(t.refs),
+        "refs": (t.refs or Refs()).as_dict(),
         "participant_sid": d.participant_sid,
         "call_status": case.call_status,
         "call_ended_at": _iso(case.ended_at),
         "action": d.action.value,
         "reason": d.reason.value,
         "detail": d.detail,
-    }
-
-
-def _refs_json(refs: Refs | None) -> dict[str, Any]:
-    refs = refs or Refs()
-    return {
-        "call_sid": refs.call_sid,
-        "conference_sid": refs.conference_sid,
-        "participant_calls": list(refs.participant_calls),
-        "interaction_sid": refs.interaction_sid,
-        "channel_sid": refs.channel_sid,
-        "conversation_sid": refs.conversation_sid,
-        "legacy_chat": refs.legacy_chat,
     }
 
 

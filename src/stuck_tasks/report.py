@@ -267,16 +267,11 @@ def case_data(case: Case, result: ApplyResult | None = None) -> dict[str, Any]:
         "channel": case.task.channel,
         "queue": case.task.queue,
         "age_seconds": case.task.age,
-        "attributes_name": {
-            "call_sid": refs.call_sid,
-            "conference_sid": refs.conference_sid,
-            "participant_calls": list(refs.participant_calls),
-            "interaction_sid": refs.interaction_sid,
-            "channel_sid": refs.channel_sid,
-            "conversation_sid": refs.conversation_sid,
-        }
-        if refs is not None
-        else None,
+        "attributes_name": (
+            {k: v for k, v in refs.as_dict().items() if k != "legacy_chat"}
+            if refs is not None
+            else None
+        ),
         "evidence": [
             {
                 "lookup": _lookup_name(lk.kind.value, lk.sid, lk.status),
