@@ -696,12 +696,19 @@ def _err(message: str) -> None:
 
 
 def _width(stream: Any) -> int | None:
+    """The width of the terminal ``stream`` writes to; None off a terminal (lines stay whole)."""
     try:
-        if stream.isatty():
-            return max(40, shutil.get_terminal_size((80, 24)).columns)
+        if not stream.isatty():
+            return None
     except (AttributeError, ValueError, OSError):
-        pass
-    return None
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return max(40, int(columns))
+    try:
+        return max(40, os.get_terminal_size(stream.fileno()).columns)
+    except (AttributeError, ValueError, OSError):
+        return max(40, shutil.get_terminal_size((80, 24)).columns)
 
 
 def _main(ctx: click.Context, options: dict[str, Any]) -> int:
