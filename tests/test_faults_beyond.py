@@ -1,0 +1,747 @@
+"""Faults beyond the matrix: revoked credentials, answers that lie after a write, a full disk,
+hang-ups and terminations, the question itself, a closed stdout, a trickling answer and a page
+URL that loops.
+
+Each test runs the real tool (mostly the installed command) against the emulator over loopback
+HTTP and checks the two promises the tool makes to an on-call engineer: the run ends, and its
+record is true. "The record is true" (``assert_record_true``): what the audit log calls closed
+is a subset of what the emulator saw change, which is a subset of that plus what the summary
+names as unknown or as missing from the log; nothing was closed without proof; the summary's
+``closed`` matches the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import pty
+import re
+import resource
+import select
+import signal
+import socket
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from conftest import World, make_world, stuck_tasks_command
+from fault_scenarios import wrong_closures
+from stuck_tasks.emulator import Faults
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+WT = re.compile(r"WT[0-9a-f]{32}")
+
+
+# ------------------------------------------------------------------ shared helpers
+
+
+@dataclass
+class AuditLog:
+    """An audit log read back by the test itself (not by the tool's reader)."""
+
+    header: dict[str, Any] | None
+    tasks: list[dict[str, Any]]
+    footer: dict[str, Any] | None
+    cut: str | None  # a last line that does not parse (cut off half-way), verbatim
+
+    @property
+    def closed(self) -> set[str]:
+        return {t["task_sid"] for t in self.tasks if t.get("outcome") == "closed"}
+
+    @property
+    def unknown(self) -> set[str]:
+        return {t["task_sid"] for t in self.tasks if t.get("outcome") == "unknown"}
+
+
+def read_log(path: Path) -> AuditLog:
+    raw = path.read_text()
+    lines = raw.splitlines()
+    cut = None
+    parsed: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            # Only the very last line may be damaged, and only when the file does not end with
+            # a newline (a write cut off by the disk, never a whole line of garbage).
+            assert number == len(lines), f"line {number} of {len(lines)} does not parse: {line!r}"
+            assert not raw.endswith("\n"), f"a whole line that does not parse: {line!r}"
+            cut = line
+    header = parsed[0] if parsed and parsed[0].get("type") == "header" else None
+    footer = parsed[-1] if parsed and parsed[-1].get("type") == "footer" else None
+    tasks = [p for p in parsed if p.get("type") == "task"]
+    assert len(tasks) + (header is not None) + (footer is not None) == len(parsed), (
+        "a line that is neither header, task nor footer, or a header/footer out of place"
+    )
+    sids = [t["task_sid"] for t in tasks]
+    assert len(sids) == len(set(sids)), "a task has two lines in the audit log"
+    return AuditLog(header, tasks, footer, cut)
+
+
+def assert_record_true(w: World, doc: dict[str, Any], log: AuditLog) -> None:
+    """closed in the log ⊆ changed by the API ⊆ those + unknown + not_in_audit_log; no closure
+    without proof; the summary's closed is the log's (or the log's plus what it misses)."""
+    changed = [m.task_sid for m in w.emu.mutations]
+    assert len(changed) == len(set(changed)), "a task was changed twice"
+    unknown = set(doc["unknown"]["tasks"]) | log.unknown
+    missing = set(doc["not_in_audit_log"])
+    assert log.closed <= set(changed), sorted(log.closed - set(changed))
+    assert set(changed) <= log.closed | unknown | missing, sorted(
+        set(changed) - log.closed - unknown - missing
+    )
+    assert not (missing & log.closed), "named as missing from the log, yet in it"
+    assert wrong_closures(w.emu) == []
+    assert doc["closed"] == len(log.closed) + len(missing)
+    if log.footer is not None:
+        assert log.footer["closed"] == doc["closed"]
+        assert log.footer["status"] == doc["status"]
+        assert log.footer["exit_code"] == doc["exit_code"]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def assert_no_traceback(stderr: str) -> None:
+    for marker in ("Traceback", "Exception ignored", "Broken pipe", "BrokenPipeError"):
+        assert marker not in stderr, stderr
+
+
+def stuck_voice_tasks(w: World, n: int) -> list[str]:
+    """``n`` voice tasks whose call ended ten minutes ago: every one is to be closed."""
+    sids = []
+    for i in range(n):
+        call = w.emu.add_call(w.account_sid, status="completed", ended_ago=timedelta(minutes=10))
+        status = ("pending", "reserved", "assigned")[i % 3]
+        sids.append(w.emu.add_task(w.workspace_sid, status=status, attributes={"call_sid": call}))
+    return sids
+
+
+@contextlib.contextmanager
+def world_of(faults: Faults | None = None, **kwargs: Any) -> Iterator[World]:
+    w = make_world(faults, **kwargs)
+    try:
+        yield w
+    finally:
+        w.emu.stop()
+
+
+def popen(w: World, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """The installed command, unattended, as a person would start it from a shell."""
+    options: dict[str, Any] = {
+        "env": w.process_env(),
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "stdin": subprocess.DEVNULL,
+        "text": True,
+    }
+    options.update(kwargs)
+    return subprocess.Popen([stuck_tasks_command(), *args], **options)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------ a forwarding server
+
+
+Answer = Callable[[web.Request, int, dict[str, str], bytes], Awaitable[web.StreamResponse]]
+_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+async def plain(
+    request: web.Request, status: int, headers: dict[str, str], body: bytes
+) -> web.StreamResponse:
+    return web.Response(status=status, headers=headers, body=body)
+
+
+@dataclass
+class Forwarder:
+    """A loopback HTTP server of the test's own in front of the emulator.
+
+    It forwards every request as it came (Host and Authorization unchanged) and hands the
+    emulator's answer to ``answer``, which may send it as it is, rewrite it, or trickle it."""
+
+    upstream: str
+    answer: Answer = plain
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    base_url: str = ""
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _failed: BaseException | None = None
+
+    def __enter__(self) -> Forwarder:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "the forwarding server did not start"
+        if self._failed is not None:
+            raise RuntimeError("the forwarding server did not start") from self._failed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None
+        assert self._thread is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        session: aiohttp.ClientSession | None = None
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            assert session is not None
+            self.seen.append((request.method, request.path_qs))
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+            async with session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                headers=headers,
+                data=await request.read() if request.can_read_body else None,
+                allow_redirects=False,
+            ) as upstream:
+                body = await upstream.read()
+                back = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+                status = upstream.status
+            return await self.answer(request, status, back, body)
+
+        async def start() -> web.AppRunner:
+            nonlocal session
+            session = aiohttp.ClientSession(auto_decompress=False)
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", forward)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
+            await runner.setup()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            await web.SockSite(runner, sock).start()
+            self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            return runner
+
+        try:
+            runner = loop.run_until_complete(start())
+        except BaseException as error:  # handed to __enter__, which raises it
+            self._failed = error
+            loop.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            if session is not None:
+                loop.run_until_complete(session.close())
+            loop.close()
+
+
+def is_task_list(request: web.Request) -> bool:
+    return request.method == "GET" and request.path.endswith("/Tasks")
+
+
+# ------------------------------------------------------------------ 1. credentials revoked
+
+
+REVOKED = re.compile(r"stopped accepting the credentials after (\d+) requests")
+
+
+@pytest.mark.parametrize("revoke_after", [400, 1000], ids=["while-examining", "while-closing"])
+def test_credentials_revoked_mid_run_end_the_run_at_once_with_a_true_record(
+    tmp_path: Path, revoke_after: int
+):
+    with world_of(Faults(revoke_after=revoke_after, latency=0.002), n_tasks=1000, seed=3) as w:
+        audit = tmp_path / "revoked.jsonl"
+        started = time.monotonic()
+        proc = w.subprocess("--yes", "--json", "--audit-log", str(audit), timeout=60)
+        took = time.monotonic() - started
+        assert took < 30, f"the run took {took:.1f}s"
+        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert_no_traceback(proc.stderr)
+        errors = error_lines(proc.stderr)
+        assert len(errors) == 1, proc.stderr
+        found = REVOKED.search(errors[0])
+        assert found, errors[0]
+        refused = [r for r in w.emu.request_log if r.fault == "revoked"]
+        assert refused, "the emulator never refused the credentials"
+        assert revoke_after < int(found.group(1)) <= len(w.emu.request_log)
+        doc = json.loads(proc.stdout)
+        assert doc["status"] == "error"
+        assert doc["exit_code"] == EXIT_USAGE
+        assert REVOKED.search(doc["error"] or "")
+        log = read_log(audit)
+        assert log.header is not None
+        assert log.footer is not None
+        assert log.cut is None
+        assert_record_true(w, doc, log)
+        if revoke_after == 1000:
+            assert w.emu.mutations, "the revocation was meant to come while closing"
+        # Whatever was planned and not tried is said so, never silently dropped.
+        assert (
+            doc["not_attempted"]
+            + doc["closed"]
+            + len(doc["unknown"]["tasks"])
+            + doc["failed"]["total"]
+            + doc["skipped"]["total"]
+            == doc["to_close"]["total"]
+        )
+
+
+def test_credentials_revoked_stop_every_stage_at_once(tmp_path: Path):
+    """README, When things go wrong: on revoked credentials "every stage stops at once", so
+    once an answer says the credentials are refused, nothing new is sent. At most ``--concurrency`` requests can be in
+    flight when the first refusal arrives, so no more than that many can be refused."""
+    concurrency = 4
+    with world_of(Faults(revoke_after=400, latency=0.002), n_tasks=1000, seed=3) as w:
+        proc = w.subprocess(
+            "--yes",
+            "--json",
+            "--concurrency",
+            str(concurrency),
+            "--audit-log",
+            str(tmp_path / "a.jsonl"),
+            timeout=60,
+        )
+        assert proc.returncode == EXIT_USAGE, proc.stderr
+        refused = [r for r in w.emu.request_log if r.fault == "revoked"]
+        first = min(r.finished for r in refused)
+        sent_after = [r for r in refused if r.started > first]
+        assert len(refused) <= concurrency, (
+            f"{len(refused)} requests were refused with --concurrency {concurrency}: "
+            f"{len(sent_after)} were sent after the first refusal had been answered: "
+            + ", ".join(f"{r.method} {r.path.rsplit('/', 2)[-2]}" for r in sent_after)
+        )
+
+
+def test_credentials_revoked_while_listing_send_no_write(tmp_path: Path):
+    with world_of(Faults(revoke_after=4, max_page_size=100), n_tasks=1000, seed=3) as w:
+        audit = tmp_path / "listing.jsonl"
+        proc = w.subprocess("--yes", "--json", "--audit-log", str(audit), timeout=60)
+        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert_no_traceback(proc.stderr)
+        errors = error_lines(proc.stderr)
+        assert len(errors) == 1, proc.stderr
+        assert REVOKED.search(errors[0]), errors[0]
+        lists = [r for r in w.emu.request_log if r.method == "GET" and r.path.endswith("/Tasks")]
+        assert any(r.fault == "revoked" for r in lists), "the refusal was meant to hit the listing"
+        assert w.writes() == []
+        assert w.emu.mutations == []
+        doc = json.loads(proc.stdout)
+        assert doc["closed"] == 0
+        log = read_log(audit)
+        assert log.header is not None
+        assert log.footer is not None
+        assert_record_true(w, doc, log)
+
+
+# ------------------------------------------------------------------ 2. a write answered wrongly
+
+
+@pytest.mark.parametrize(
+    ("knob", "fault"),
+    [
+        ("html_after_write_rate", "html_after_write"),
+        ("garbled_after_write_rate", "garbled_after_write"),
+    ],
+)
+def test_a_write_applied_then_answered_with_junk_is_settled_by_reading(
+    tmp_path: Path, knob: str, fault: str
+):
+    faults = Faults(max_page_size=100, seed=2, **{knob: 0.03})
+    with world_of(faults, n_tasks=300, seed=7) as w:
+        audit = tmp_path / "junk.jsonl"
+        proc = w.subprocess("--yes", "--json", "--audit-log", str(audit), timeout=60)
+        assert proc.returncode in (EXIT_OK, EXIT_PARTIAL), proc.stderr
+        assert_no_traceback(proc.stderr)
+        doc = json.loads(proc.stdout)
+        assert doc["status"] in ("done", "partial")
+        junk = {
+            WT.findall(r.path)[-1]
+            for r in w.emu.request_log
+            if r.method == "POST" and r.fault == fault
+        }
+        assert junk, f"no write was answered with {fault}: the test proves nothing"
+        log = read_log(audit)
+        assert log.footer is not None
+        assert_record_true(w, doc, log)
+        assert doc["closed"] == len(w.emu.mutations)
+        # Each write that landed but was answered with junk was read back: closed, not unknown.
+        assert junk <= log.closed, sorted(junk - log.closed)
+        assert doc["not_in_audit_log"] == []
+
+
+# ------------------------------------------------------------------ 3. the disk fills
+
+
+def test_the_disk_filling_while_closing_stops_writes_and_names_every_close_the_log_misses(
+    tmp_path: Path,
+):
+    limit = 4096  # the header (about 1.4 KB) and a few task lines fit
+    concurrency = 25
+    with world_of(Faults(latency=0.05)) as w:
+        stuck = stuck_voice_tasks(w, 60)
+        audit = tmp_path / "full.jsonl"
+
+        def small_disk() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        proc = subprocess.run(
+            [stuck_tasks_command(), "--yes", "--json", "--audit-log", str(audit)],
+            # No .pyc may be written under the limit before the tool's own start-up runs.
+            env=w.process_env(PYTHONDONTWRITEBYTECODE="1"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=small_disk,  # the limit is the point
+            check=False,
+        )
+        assert proc.returncode == EXIT_FATAL, proc.stderr
+        assert_no_traceback(proc.stderr)
+        assert any("audit log" in line for line in error_lines(proc.stderr)), proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["status"] == "error"
+        log = read_log(audit)
+        assert audit.stat().st_size <= limit
+        assert log.header is not None
+        assert log.footer is None  # the disk was full
+        changed = {m.task_sid for m in w.emu.mutations}
+        assert changed - log.closed, "every close made it into the log: the disk never filled"
+        assert set(doc["not_in_audit_log"]) == changed - log.closed
+        assert_record_true(w, doc, log)
+        assert doc["closed"] == len(changed)
+        # Further writes stopped: only those already in flight when the log failed were sent.
+        posted = {WT.findall(r.path)[-1] for r in w.emu.request_log if r.method == "POST"}
+        assert len(posted) <= len(log.closed) + concurrency
+        assert len(posted) < len(stuck)
+        assert doc["not_attempted"] == len(stuck) - len(posted)
+        assert doc["updates_in_flight"] == []  # in-flight ones settled
+
+        summary = subprocess.run(
+            [stuck_tasks_command(), "--summarize", str(audit)],
+            env=w.process_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert summary.returncode == EXIT_OK, summary.stderr
+        assert_no_traceback(summary.stderr)
+        if log.cut is not None:
+            assert "cut off" in summary.stderr, summary.stderr
+        assert "no footer" in summary.stderr, summary.stderr
+
+
+# ------------------------------------------------------------------ 4. SIGHUP and SIGTERM
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_hangup_or_termination_mid_apply_settles_and_a_rerun_finishes(
+    tmp_path: Path, signum: signal.Signals
+):
+    with world_of(Faults(latency=0.05)) as w:
+        stuck = set(stuck_voice_tasks(w, 50))
+        audit = tmp_path / "signal.jsonl"
+        proc = popen(w, "--yes", "--json", "--concurrency", "4", "--audit-log", str(audit))
+        wait_for(lambda: len(w.emu.mutations) >= 3, timeout=60, what="the first writes")
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == EXIT_INTERRUPTED, stderr
+        assert_no_traceback(stderr)
+        doc = json.loads(stdout)
+        assert doc["status"] == "interrupted"
+        log = read_log(audit)
+        assert log.header is not None
+        assert log.footer is not None
+        assert log.footer["status"] == "interrupted"
+        assert_record_true(w, doc, log)
+        assert doc["updates_in_flight"] == []
+        first = {m.task_sid for m in w.emu.mutations}
+        assert first < stuck, "the signal was meant to come mid-apply"
+
+        rerun = w.subprocess("--yes", "--json", "--quiet", timeout=60)
+        assert rerun.returncode == EXIT_OK, rerun.stderr
+        assert {m.task_sid for m in w.emu.mutations} == stuck
+        assert json.loads(rerun.stdout)["closed"] == len(stuck - first)
+        assert wrong_closures(w.emu) == []
+
+
+# ------------------------------------------------------------------ 5. at the question
+
+
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
+
+
+def wait_until_reading_its_terminal(pid: int) -> None:
+    """Wait until ``pid`` is blocked reading its standard input, as it is when a person types.
+
+    A key typed in the instant the prompt appears can beat ``input()`` to its ``read()``: the
+    signal then waits for the next line (a CPython race, not what a person at the prompt
+    meets), so the test types only once the command is waiting."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            call = Path(f"/proc/{pid}/syscall").read_text().split()
+        except OSError:
+            time.sleep(0.5)  # no /proc: a pause stands in
+            return
+        if READ_SYSCALL is None:
+            time.sleep(0.5)
+            return
+        if call[:2] == [READ_SYSCALL, "0x0"]:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the command never waited for an answer on its terminal")
+
+
+def at_the_question(w: World, audit: Path, keys: bytes) -> tuple[int, str]:
+    """Run the command on a terminal of its own (its controlling terminal, so Ctrl-C is a
+    SIGINT from the line discipline, as at a real prompt) and type ``keys`` at the question."""
+    controller, terminal = pty.openpty()
+
+    def take_the_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [stuck_tasks_command(), "--audit-log", str(audit)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=w.process_env(),
+        close_fds=True,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,  # a controlling terminal
+    )
+    os.close(terminal)
+    seen = b""
+    sent = False
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([controller], [], [], 0.2)
+            if not readable:
+                continue
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the command exited and the terminal closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not sent and b"[y/N]" in seen:
+                wait_until_reading_its_terminal(proc.pid)
+                os.write(controller, keys)
+                sent = True
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"the command did not end: {seen.decode(errors='replace')[-1500:]}"
+        ) from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    assert sent, seen.decode(errors="replace")
+    return code, seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize(("keys", "name"), [(b"\x03", "Ctrl-C"), (b"\x04", "Ctrl-D")])
+def test_ctrl_c_or_ctrl_d_at_the_question_exits_130_and_changes_nothing(
+    tmp_path: Path, keys: bytes, name: str
+):
+    with world_of() as w:
+        stuck_voice_tasks(w, 3)
+        before = w.statuses()
+        audit = tmp_path / "question.jsonl"
+        code, screen = at_the_question(w, audit, keys)
+        assert code == EXIT_INTERRUPTED, f"{name}: {screen}"
+        assert "Traceback" not in screen
+        assert w.writes() == []
+        assert w.emu.mutations == []
+        assert w.statuses() == before
+        log = read_log(audit)
+        assert log.header is not None
+        assert log.footer is not None, screen
+        assert log.footer["status"] == "interrupted"
+        assert log.footer["exit_code"] == EXIT_INTERRUPTED
+        assert log.footer["closed"] == 0
+        assert log.closed == set()
+
+
+def test_answering_no_at_the_question_exits_0_and_records_declined(tmp_path: Path):
+    with world_of() as w:
+        stuck = set(stuck_voice_tasks(w, 3))
+        before = w.statuses()
+        audit = tmp_path / "declined.jsonl"
+        code, screen = at_the_question(w, audit, b"n\r")
+        assert code == EXIT_OK, screen
+        assert w.writes() == []
+        assert w.statuses() == before
+        log = read_log(audit)
+        assert log.footer is not None, screen
+        assert log.footer["status"] == "declined"
+        assert log.footer["exit_code"] == EXIT_OK
+        assert {t["task_sid"] for t in log.tasks} == stuck
+        assert {t["why"] for t in log.tasks} == {"declined"}, log.tasks
+        assert {t["outcome"] for t in log.tasks} == {"not-attempted"}
+
+
+# ------------------------------------------------------------------ 6. stdout piped to head
+
+
+@pytest.mark.parametrize("reader", ["after-one-line", "before-any-line"])
+def test_a_closed_stdout_changes_neither_the_outcome_nor_the_log(tmp_path: Path, reader: str):
+    with world_of(Faults(max_page_size=100), n_tasks=200, seed=5) as w:
+        audit = tmp_path / "head.jsonl"
+        errors = tmp_path / "stderr.txt"
+        with errors.open("w") as stderr:
+            if reader == "after-one-line":
+                proc = popen(w, "--yes", "--audit-log", str(audit), stderr=stderr)
+                assert proc.stdout is not None
+                first = proc.stdout.readline()
+                proc.stdout.close()  # like head -n 1
+                assert first.strip(), "the summary's first line"
+            else:
+                read_end, write_end = os.pipe()
+                proc = popen(w, "--yes", "--audit-log", str(audit), stdout=write_end, stderr=stderr)
+                os.close(write_end)
+                os.close(read_end)  # the reader is gone before the summary is printed
+            code = proc.wait(timeout=60)
+        shown = errors.read_text()
+        assert code == EXIT_OK, shown
+        assert_no_traceback(shown)
+        assert error_lines(shown) == []
+        log = read_log(audit)
+        assert log.footer is not None
+        assert log.footer["status"] == "done"
+        assert log.footer["exit_code"] == EXIT_OK
+        assert_record_true(w, log.footer, log)
+        assert log.footer["closed"] == len(w.seed.with_verdict("cancel")) + len(
+            w.seed.with_verdict("complete")
+        )
+
+
+# ------------------------------------------------------------------ 7. a trickling answer
+
+
+def test_every_request_has_a_total_time_limit(tmp_path: Path):
+    with world_of() as w:
+        stuck = stuck_voice_tasks(w, 8)
+        slow = stuck[0]
+        trickled: list[float] = []
+
+        async def trickle(
+            request: web.Request, status: int, headers: dict[str, str], body: bytes
+        ) -> web.StreamResponse:
+            if request.method != "GET" or not request.path.endswith(f"/Tasks/{slow}") or trickled:
+                return await plain(request, status, headers, body)
+            started = time.monotonic()
+            trickled.append(-1.0)
+            response = web.StreamResponse(status=status, headers=headers)
+            response.content_length = len(body)
+            await response.prepare(request)
+            try:
+                for i in range(len(body)):
+                    await response.write(body[i : i + 1])
+                    await asyncio.sleep(0.5)
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                trickled[0] = time.monotonic() - started
+            return response
+
+        audit = tmp_path / "trickle.jsonl"
+        with Forwarder(w.emu.base_url, trickle) as proxy:
+            started = time.monotonic()
+            proc = w.subprocess(
+                "--yes",
+                "--json",
+                "--timeout",
+                "2",
+                "--audit-log",
+                str(audit),
+                timeout=60,
+                STUCK_TASKS_BASE_URL=proxy.base_url,
+            )
+            took = time.monotonic() - started
+            # The whole answer at a byte every 0.5 s would take minutes.
+            assert len(proxy.seen) > len(stuck)
+        assert trickled, "the task fetch never came through the forwarding server"
+        assert 0 < trickled[0] < 4, f"the trickled answer was held for {trickled[0]:.1f}s"
+        assert took < 20, f"the run took {took:.1f}s"
+        assert proc.returncode in (EXIT_OK, EXIT_PARTIAL), proc.stderr
+        assert_no_traceback(proc.stderr)
+        doc = json.loads(proc.stdout)
+        log = read_log(audit)
+        assert log.footer is not None
+        assert_record_true(w, doc, log)
+        line = next(t for t in log.tasks if t["task_sid"] == slow)
+        if line["outcome"] == "left":
+            assert line["why"] == "task-fetch-failed", line
+        else:
+            assert line["outcome"] == "closed", line  # retried, and the retry was answered
+        assert log.closed >= set(stuck[1:])
+
+
+# ------------------------------------------------------------------ 8. a page URL that loops
+
+
+def test_a_next_page_url_pointing_at_its_own_page_ends_the_run_with_one_line(tmp_path: Path):
+    with world_of() as w:
+        stuck_voice_tasks(w, 5)
+
+        async def loop_back(
+            request: web.Request, status: int, headers: dict[str, str], body: bytes
+        ) -> web.StreamResponse:
+            if status == 200 and is_task_list(request) and "PageToken" not in request.query:
+                page = json.loads(body)
+                page["meta"]["next_page_url"] = page["meta"]["url"]
+                body = json.dumps(page).encode()
+            return await plain(request, status, headers, body)
+
+        audit = tmp_path / "loop.jsonl"
+        with Forwarder(w.emu.base_url, loop_back) as proxy:
+            proc = w.subprocess(
+                "--yes",
+                "--json",
+                "--audit-log",
+                str(audit),
+                timeout=60,
+                STUCK_TASKS_BASE_URL=proxy.base_url,
+            )
+            lists = [p for m, p in proxy.seen if m == "GET" and p.split("?")[0].endswith("/Tasks")]
+        assert proc.returncode == EXIT_FATAL, proc.stderr
+        assert_no_traceback(proc.stderr)
+        errors = error_lines(proc.stderr)
+        assert len(errors) == 1, proc.stderr
+        assert "repeats" in errors[0], errors[0]
+        assert 2 <= len(lists) <= 3, lists
+        assert w.writes() == []
+        assert w.emu.mutations == []
+        doc = json.loads(proc.stdout)
+        assert doc["status"] == "error"
+        assert doc["closed"] == 0
+        log = read_log(audit)
+        assert log.footer is not None
+        assert_record_true(w, doc, log)
