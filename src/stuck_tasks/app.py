@@ -31,6 +31,7 @@ from .errors import (
     ConfigError,
     NotFound,
     PermissionDenied,
+    Stopped,
     StuckTasksError,
     describe,
 )
@@ -146,7 +147,11 @@ class Run:
         )
         make = open_gateway or gateway_factory
         self._open = make(
-            settings.connection, limiter=self.limiter, metrics=self.metrics, clock=self.clock
+            settings.connection,
+            limiter=self.limiter,
+            metrics=self.metrics,
+            clock=self.clock,
+            stop=self.stop,
         )
         self.recorder = Recorder(None, dry_run=not settings.writes)
         self.target: Target | None = None
@@ -348,7 +353,7 @@ class Run:
             self.saved = planfile.load(s.apply_plan)
         try:
             self._phase(self._connect)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Stopped):
             self.stop.interrupt()
         if self.stop.requested or self.target is None:
             if self.stop.error is not None:
@@ -555,8 +560,9 @@ class Run:
                 "(README: minimal permissions); the run stopped at the first refusal",
             )
         if isinstance(error, AuthError):
+            accepted = self.metrics.accepted
             return EXIT_USAGE, (
-                f"Twilio stopped accepting the credentials after {self.metrics.total} requests "
+                f"Twilio stopped accepting the credentials after {accepted} requests "
                 f"(HTTP {error.status}, error {error.code}): they were revoked or changed; the "
                 "run stopped at once",
             )

@@ -11,7 +11,8 @@ Hierarchy::
     ├── TransportError           no usable answer: refused, timed out, dropped
     ├── BadResponse              an answer that is not the JSON Twilio sends, or of the wrong shape
     ├── DeadlineExceeded         the run's --deadline passed
-    └── AuditFailed              the audit log could not be written (disk full, I/O error)
+    ├── AuditFailed              the audit log could not be written (disk full, I/O error)
+    └── Stopped                  the run is stopping: this request was not sent
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class DeadlineExceeded(StuckTasksError):
 
 class AuditFailed(StuckTasksError):
     """The audit log could not be written: no write may start after this."""
+
+
+class Stopped(StuckTasksError):
+    """The run is stopping (a signal, a fatal error): a request that does not settle a write
+    already sent is not sent at all."""
 
 
 def describe(error: Exception) -> str:

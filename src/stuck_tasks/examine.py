@@ -16,7 +16,15 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from .decide import decide, evidence_summary, lookups_needed, needs_attributes
-from .errors import ApiError, AuthError, DeadlineExceeded, NotFound, StuckTasksError, describe
+from .errors import (
+    ApiError,
+    AuthError,
+    DeadlineExceeded,
+    NotFound,
+    Stopped,
+    StuckTasksError,
+    describe,
+)
 from .models import (
     Action,
     Case,
@@ -33,7 +41,7 @@ from .models import (
 )
 from .ratecontrol import Reads
 
-FATAL = (AuthError, DeadlineExceeded)
+FATAL = (AuthError, DeadlineExceeded, Stopped)
 
 _FAILED = {
     Look.CALL: (Reason.CALL_NOT_FOUND, Reason.CALL_LOOKUP_FAILED),

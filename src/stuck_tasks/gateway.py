@@ -38,7 +38,7 @@ from .models import (
     Written,
 )
 from .pacing import header
-from .ratecontrol import AdaptiveLimiter, Metrics
+from .ratecontrol import AdaptiveLimiter, Metrics, Stop
 from .settings import Connection
 from .transport import Transport
 
@@ -118,9 +118,12 @@ class TwilioGateway:
         limiter: AdaptiveLimiter,
         metrics: Metrics,
         clock: TwilioClock,
+        stop: Stop,
     ) -> None:
         self.connection = connection
-        self._transport = Transport(connection, limiter=limiter, metrics=metrics, clock=clock)
+        self._transport = Transport(
+            connection, limiter=limiter, metrics=metrics, clock=clock, stop=stop
+        )
         creds = connection.credentials
         self._client = Client(
             username=creds.username,
@@ -390,13 +393,20 @@ def _participant(p: Any) -> ParticipantFacts:
 
 
 def gateway_factory(
-    connection: Connection, *, limiter: AdaptiveLimiter, metrics: Metrics, clock: TwilioClock
+    connection: Connection,
+    *,
+    limiter: AdaptiveLimiter,
+    metrics: Metrics,
+    clock: TwilioClock,
+    stop: Stop,
 ) -> Callable[[], Any]:
     """A factory of gateways: each phase of a run (each event loop) opens its own."""
 
     @asynccontextmanager
     async def open_gateway() -> Any:
-        gateway = TwilioGateway(connection, limiter=limiter, metrics=metrics, clock=clock)
+        gateway = TwilioGateway(
+            connection, limiter=limiter, metrics=metrics, clock=clock, stop=stop
+        )
         try:
             yield gateway
         finally:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .audit import Recorder
-from .errors import AuditFailed, AuthError, DeadlineExceeded, StuckTasksError
+from .errors import AuditFailed, AuthError, DeadlineExceeded, Stopped, StuckTasksError
 from .examine import Examiner
 from .guards import Counts, Limits, refusals
 from .listing import Listed, Listing
@@ -310,6 +310,8 @@ class Pipeline:
                 async for item in listing:
                     self._sink.listed()
                     await tasks.put(item)
+            except Stopped:
+                pass  # the run is already stopping: the listing is incomplete
             except (StuckTasksError, AuditFailed) as error:
                 self._stop.fail(error)
             work.listed = listing.listed
@@ -341,6 +343,8 @@ class Pipeline:
             except (AuthError, DeadlineExceeded) as error:
                 self._stop.fail(error)
                 continue
+            except Stopped:
+                continue  # the run is stopping: not examined
             work.cases.append(case)
             work.counts = work.counts.plus(case)
             self._record(self._sink.decided, case)

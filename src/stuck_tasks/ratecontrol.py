@@ -22,12 +22,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .errors import ApiError, DeadlineExceeded, StuckTasksError, TransportError
+from .errors import ApiError, DeadlineExceeded, Stopped, StuckTasksError, TransportError
 from .pacing import Pacer, header
 
 T = TypeVar("T")
 # The try number of the request being sent, set by whoever retries it (for --verbose).
 ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("attempt", default=1)
+# Set while a request settles a write already sent: it goes on while the run stops.
+SETTLING: contextvars.ContextVar[bool] = contextvars.ContextVar("settling", default=False)
 
 
 class Metrics:
@@ -42,11 +44,14 @@ class Metrics:
         self.backoff_seconds = 0.0
         self.paced_seconds = 0.0
         self.peak_in_flight = 0
+        self.accepted = 0  # answers that were not 401/403: what Twilio took before refusing
 
     def sent(self, kind: str) -> None:
         self.requests[kind] += 1
 
     def answered(self, status: int) -> None:
+        if status not in (401, 403):
+            self.accepted += 1
         if status == 429:
             self.throttled += 1
         elif status >= 500:
@@ -366,7 +371,10 @@ class Reads:
         tries = Tries()
         while True:
             self.policy.check_deadline()
+            if self.stop.requested and not settling:
+                raise Stopped("the run is stopping")
             token = ATTEMPT.set(tries.failures + tries.throttled + 1)
+            mode = SETTLING.set(settling)
             try:
                 return await op()
             except (ApiError, TransportError) as error:
@@ -377,6 +385,7 @@ class Reads:
                 await self.backoff(tries.delay(error, self.policy), interruptible=not settling)
             finally:
                 ATTEMPT.reset(token)
+                SETTLING.reset(mode)
 
     async def backoff(self, wait: float, *, interruptible: bool) -> None:
         """Sleep before a retry, counting it; raises DeadlineExceeded when out of time.

@@ -28,6 +28,7 @@ from .errors import (
     DeadlineExceeded,
     NotFound,
     PermissionDenied,
+    Stopped,
     StuckTasksError,
     TransportError,
     describe,
@@ -214,6 +215,10 @@ class Settler:
             token = ATTEMPT.set(state.attempts)
             try:
                 after = await strategy.send(self.gateway, self.workspace_sid, case, etag)
+            except Stopped:
+                if not state.sent:
+                    return self._not_started(state)
+                return self._cut_short(state, "the run stopped before the write was tried again")
             except PermissionDenied:
                 raise  # 403/70051: refused before anything was applied
             except AuthError as error:

@@ -35,10 +35,11 @@ from .errors import (
     BadResponse,
     NotFound,
     PermissionDenied,
+    Stopped,
     TransportError,
 )
 from .pacing import header
-from .ratecontrol import ATTEMPT, AdaptiveLimiter, Metrics
+from .ratecontrol import ATTEMPT, SETTLING, AdaptiveLimiter, Metrics, Stop
 from .settings import Connection
 
 log = logging.getLogger("stuck_tasks.http")
@@ -176,9 +177,11 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
         limiter: AdaptiveLimiter,
         metrics: Metrics,
         clock: TwilioClock,
+        stop: Stop,
     ) -> None:
         super().__init__(log, is_async=True, timeout=connection.timeout)
         self._connection = connection
+        self._stop = stop
         self._limiter = limiter
         self._metrics = metrics
         self._clock = clock
@@ -254,6 +257,10 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
             send_headers["Host"] = host
         session = self._session_for_loop()
         ticket = await self._limiter.acquire(kind)
+        if self._stop.requested and not SETTLING.get():
+            # Waited in the limiter while the run began to stop: not sent at all.
+            self._limiter.release(ticket, status=None)
+            raise Stopped("the run is stopping")
         self._metrics.sent(kind)
         started = time.monotonic()
         status: int | None = None
