@@ -399,12 +399,9 @@ class Run:
         assert self.target is not None
         t = self.target
         count = sum(1 for c in cases if c.decision.acts)
-        account = f"{t.account_name!r} ({t.account_sid})" if t.account_name else t.account_sid
         return Question(
-            text=(
-                f"Close {count} tasks in workspace {t.workspace_name!r} ({t.workspace_sid}) "
-                f"of account {account}?"
-            ),
+            # Short enough for any terminal: the plan above it names both SIDs and the account.
+            text=f"Close {count} tasks in workspace {t.workspace_name!r}?",
             plan=cases,
             target=t,
             refusals=self._refusals,

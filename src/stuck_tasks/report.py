@@ -606,26 +606,31 @@ class Progress:
     active: float  # seconds of work so far (time at the prompt excluded)
 
 
-def progress_line(p: Progress) -> str:
-    parts = [
-        f"{p.phase}: listed {p.listed}{'' if p.listing_done else '+'}",
-        f"examined {p.examined}",
-    ]
+def progress_line(p: Progress, width: int | None = None) -> str:
+    """The progress line; at ``width`` the parts that do not fit are left out, the least
+    telling first (the rate, then the 429s), rather than cutting one in half."""
+    phase = p.phase
+    if phase == "closing" and p.listing_done and p.examined < p.listed:
+        phase = "examining and closing"  # a --yes run closes while the rest is examined
+    parts = [f"{phase}: listed {p.listed}{'' if p.listing_done else '+'}", f"examined {p.examined}"]
     if p.to_close:
         parts.append(f"to close {p.to_close}")
     if p.settled:
         parts.append(f"closed {p.closed}")
     line = ", ".join(parts)
-    rate = p.requests / p.active if p.active > 0.5 else 0.0
-    line += f" | {rate:.0f} req/s"
-    if p.throttled:
-        line += f" | 429s {p.throttled}, waited {p.waited:.0f}s"
+    extras: list[str] = []
     if p.listing_done and p.active > 1:
         done = p.examined + p.settled
         remaining = max(0, p.listed - p.examined) + max(0, p.to_close - p.settled)
         if done and remaining:
-            eta = remaining * p.active / done
-            line += f" | ETA {format_age(max(0.0, eta))}"
+            extras.append(f"ETA {format_age(max(0.0, remaining * p.active / done))}")
+    if p.throttled:
+        extras.append(f"429s {p.throttled}, waited {p.waited:.0f}s")
+    rate = p.requests / p.active if p.active > 0.5 else 0.0
+    extras.append(f"{rate:.0f} req/s")
+    for extra in extras:
+        if width is None or len(line) + 3 + len(extra) <= width:
+            line += f" | {extra}"
     return line
 
 
@@ -682,13 +687,13 @@ class Display:
     def progress(self, snapshot: Progress, *, now: float) -> None:
         if self.quiet or snapshot.phase == "connecting":
             return
-        line = progress_line(snapshot)
         if self.tty:
-            self._write("\r\033[K" + _fit(line, (self.width or 80) - 1))
+            width = (self.width or 80) - 1
+            self._write("\r\033[K" + _fit(progress_line(snapshot, width), width))
             self._drawn = True
         elif now - self._last_plain >= self._every:
             self._last_plain = now
-            self._write(line + "\n")
+            self._write(progress_line(snapshot) + "\n")
 
     def clear(self) -> None:
         if self._drawn:
