@@ -180,6 +180,16 @@ def test_a_stale_plan_is_refused(outage: World, tmp_path):
     assert outage.emu.mutations
 
 
+def test_max_changes_holds_for_a_saved_plan_too(outage: World, tmp_path):
+    plan = tmp_path / "plan.json"
+    assert outage.invoke("--save-plan", str(plan), "--max-changes", "100000").exit_code == 0
+    count = len(json.loads(plan.read_text())["tasks"])
+    refused = outage.invoke("--apply-plan", str(plan), "--yes", "--max-changes", "5")
+    assert refused.exit_code == 2
+    assert f"closes {count} tasks, more than --max-changes 5" in refused.stderr
+    assert outage.writes() == []
+
+
 # ------------------------------------------------------------------ guards
 
 

@@ -36,6 +36,7 @@ from .errors import (
     describe,
 )
 from .gateway import gateway_factory
+from .guards import Counts
 from .models import ApplyResult, Case, Gateway, Named, Outcome, Workspace
 from .pipeline import Job, OpenGateway, Pipeline, Plan, Ran
 from .ratecontrol import AdaptiveLimiter, Metrics, Reads, RetryPolicy, Stop, StopReason
@@ -369,8 +370,16 @@ class Run:
             )
         self._open_audit()
         if self.saved is not None:
-            self._plan = Plan(self.saved.cases, len(self.saved.cases), complete=True)
+            self._plan = Plan(
+                self.saved.cases,
+                len(self.saved.cases),
+                complete=True,
+                counts=Counts.of(self.saved.cases),
+            )
             self.recorder.planned(len(self.saved.cases))
+            self._refusals = tuple(self._plan.refusals(s.limits))
+            if self._refusals:
+                return self.finish()  # --max-changes holds for a saved plan too
             if s.assume_yes or not self.saved.cases:
                 return self._apply(self.saved.cases, evidence=True)
             return self._question(self.saved.cases)
