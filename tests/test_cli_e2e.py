@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
-import time
 from datetime import timedelta
 
 import pytest
 
 from conftest import REASON_PREFIX, World, json_out, make_world, stuck_tasks_command
 from stuck_tasks.emulator import Faults
+from terminal import run_in_terminal
 
 CA = "CA" + "0" * 32
 
@@ -147,33 +145,7 @@ def test_confirmation_on_a_terminal_defaults_to_no_and_yes_applies(world: World)
     env = world.process_env()
 
     def answer(text: str) -> tuple[int, str]:
-        controller, terminal = pty.openpty()
-        proc = subprocess.Popen(
-            [stuck_tasks_command()],
-            stdin=terminal,
-            stdout=terminal,
-            stderr=terminal,
-            env=env,
-            close_fds=True,
-        )
-        os.close(terminal)
-        seen = b""
-        deadline = time.monotonic() + 60
-        sent = False
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if not sent and b"[y/N]" in seen:
-                os.write(controller, text.encode() + b"\r")
-                sent = True
-        code = proc.wait(timeout=30)
-        os.close(controller)
-        return code, seen.decode(errors="replace")
+        return run_in_terminal([], env, keys=text.encode() + b"\r")
 
     code, screen = answer("")
     assert code == 0, screen

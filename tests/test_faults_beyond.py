@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
-import platform
-import pty
 import re
 import resource
-import select
 import signal
 import socket
 import subprocess
-import termios
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -41,6 +36,7 @@ from aiohttp import web
 from conftest import World, make_world, stuck_tasks_command
 from fault_scenarios import wrong_closures
 from stuck_tasks.emulator import Faults
+from terminal import run_in_terminal
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 WT = re.compile(r"WT[0-9a-f]{32}")
@@ -490,81 +486,13 @@ def test_hangup_or_termination_mid_apply_settles_and_a_rerun_finishes(
 # ------------------------------------------------------------------ 5. at the question
 
 
-READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
-
-
-def wait_until_reading_its_terminal(pid: int) -> None:
-    """Wait until ``pid`` is blocked reading its standard input, as it is when a person types.
-
-    A key typed in the instant the prompt appears can beat ``input()`` to its ``read()``: the
-    signal then waits for the next line (a CPython race, not what a person at the prompt
-    meets), so the test types only once the command is waiting."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            call = Path(f"/proc/{pid}/syscall").read_text().split()
-        except OSError:
-            time.sleep(0.5)  # no /proc: a pause stands in
-            return
-        if READ_SYSCALL is None:
-            time.sleep(0.5)
-            return
-        if call[:2] == [READ_SYSCALL, "0x0"]:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the command never waited for an answer on its terminal")
-
-
 def at_the_question(w: World, audit: Path, keys: bytes) -> tuple[int, str]:
-    """Run the command on a terminal of its own (its controlling terminal, so Ctrl-C is a
-    SIGINT from the line discipline, as at a real prompt) and type ``keys`` at the question."""
-    controller, terminal = pty.openpty()
-
-    def take_the_terminal() -> None:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    proc = subprocess.Popen(
-        [stuck_tasks_command(), "--audit-log", str(audit)],
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        env=w.process_env(),
-        close_fds=True,
-        start_new_session=True,
-        preexec_fn=take_the_terminal,  # a controlling terminal
+    """Type ``keys`` at the question, the command on a terminal of its own."""
+    code, screen = run_in_terminal(
+        ["--audit-log", str(audit)], w.process_env(), keys=keys, timeout=30
     )
-    os.close(terminal)
-    seen = b""
-    sent = False
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([controller], [], [], 0.2)
-            if not readable:
-                continue
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: the command exited and the terminal closed
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if not sent and b"[y/N]" in seen:
-                wait_until_reading_its_terminal(proc.pid)
-                os.write(controller, keys)
-                sent = True
-        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        raise AssertionError(
-            f"the command did not end: {seen.decode(errors='replace')[-1500:]}"
-        ) from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(controller)
-    assert sent, seen.decode(errors="replace")
-    return code, seen.decode(errors="replace")
+    assert "[y/N]" in screen, screen
+    return code, screen
 
 
 @pytest.mark.parametrize(("keys", "name"), [(b"\x03", "Ctrl-C"), (b"\x04", "Ctrl-D")])

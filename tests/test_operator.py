@@ -3,15 +3,10 @@ explains, dry runs as checks, --verbose, --version and --help, the installed com
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import struct
 import subprocess
-import termios
-import time
 from pathlib import Path
 
 import pytest
@@ -19,48 +14,7 @@ import pytest
 from conftest import World, json_out, make_world, stuck_tasks_command
 from stuck_tasks import __version__
 from stuck_tasks.emulator import Faults
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def run_in_terminal(
-    args: list[str], env: dict[str, str], *, columns: int = 80, answer: str | None = None
-) -> tuple[int, str]:
-    """The installed command in a pseudo-terminal of ``columns`` columns; (exit code, screen)."""
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen(
-        [stuck_tasks_command(), *args],
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        env=env,
-        close_fds=True,
-    )
-    os.close(terminal)
-    seen = b""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-        if answer is not None and b"[y/N]" in seen:
-            os.write(controller, answer.encode() + b"\r")
-            answer = None
-    code = proc.wait(timeout=30)
-    os.close(controller)
-    return code, seen.decode(errors="replace")
-
-
-def segments(screen: str) -> list[str]:
-    """What the terminal shows, piece by piece: lines split at newlines and carriage returns."""
-    return [ANSI.sub("", part) for part in re.split(r"\r\n|\n|\r", screen)]
-
+from terminal import run_in_terminal, segments
 
 # ------------------------------------------------------------------ an 80-column terminal
 
