@@ -120,7 +120,7 @@ def test_401_mid_listing_stops_at_once_with_no_write():
     assert isinstance(stop.error, AuthError)
     assert not ran.plan.complete
     assert tasks.writes == []
-    assert {r.why for r in ran.results.values()} <= {"listing-incomplete"}
+    assert {r.why for r in ran.results.values()} <= {"stopped-by-error"}
 
 
 def test_a_missing_permission_stops_all_writes_at_the_first_refusal():

@@ -365,12 +365,12 @@ class Pipeline:
     ) -> None:
         while (case := await writes.get()) is not None:
             allowed = await gate.wait()
-            if not allowed:
+            if self._stop.requested:
+                result = self._not_started()  # interrupted, or stopped by an error
+            elif not allowed:
                 why = gate.closed_why or "not-applied"
                 detail = "; ".join(gate.refusals) or "the listing did not complete"
                 result = ApplyResult(Outcome.NOT_ATTEMPTED, why, detail)
-            elif self._stop.requested:
-                result = self._not_started()
             else:
                 work.in_flight.add(case.sid)
                 self._sink.phase("closing")
