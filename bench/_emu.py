@@ -20,7 +20,11 @@ OPEN = ("pending", "reserved", "assigned")
 TERMINAL_CALLS = ("completed", "busy", "failed", "no-answer", "canceled")
 GRACE_SECONDS = 120.0
 PAGE_SIZE = 1000
-SETUP_REQUESTS = 2  # fetch the account, fetch the workspace
+SETUP_REQUESTS = 2  # fetch the account (the benchmark uses the auth token), fetch the workspace
+# The tool asks for the conferences named after a task in this order and stops at a live one
+# (the list answers in-progress ones only unless asked: Twilio's 2026-09-30 default).
+NAMED_CONFERENCE_STATUSES = ("in-progress", "init", "completed")
+LIVE_CONFERENCE = ("in-progress", "init")
 
 
 @dataclass(frozen=True)
@@ -33,15 +37,24 @@ class EmulatorInfo:
     ca_file: str | None = None  # with --tls: the throw-away CA a client must trust
 
 
-def python_env(src: str | None) -> dict[str, str]:
-    """The environment for child processes; ``src`` puts another tree of the package first."""
+CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def python_env(src: str | None, ca_file: str | None = None) -> dict[str, str]:
+    """The environment for child processes; ``src`` puts another tree of the package first;
+    ``ca_file`` is the emulator's CA, trusted through SSL_CERT_FILE (OpenSSL, hence aiohttp,
+    which reads it at import) and REQUESTS_CA_BUNDLE (requests)."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("TWILIO_", "STUCK_TASKS_")) and k != "PYTHONPATH"
+        if not k.startswith(("TWILIO_", "STUCK_TASKS_"))
+        and k != "PYTHONPATH"
+        and k not in CA_VARIABLES
     }
     if src:
         env["PYTHONPATH"] = src
+    if ca_file:
+        env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = ca_file
     return env
 
 
@@ -53,10 +66,14 @@ def emulator(
     concurrency_limit: int | None,
     seed: int = 1,
     stuck_share: float = 0.8,
+    tls: bool = True,
     extra: Sequence[str] = (),
     src: str | None = None,
 ) -> Iterator[EmulatorInfo]:
-    """Start ``python -m stuck_tasks.emulator`` and yield what its first line says."""
+    """Start ``python -m stuck_tasks.emulator`` and yield what its first line says.
+
+    ``tls`` (the default): HTTPS with the emulator's throw-away CA (``EmulatorInfo.ca_file``),
+    as Twilio serves; plain HTTP would flatter a client's CPU per request."""
     cmd = [
         sys.executable,
         "-m",
@@ -75,6 +92,8 @@ def emulator(
     ]
     if concurrency_limit is not None:
         cmd += ["--concurrency-limit", str(concurrency_limit)]
+    if tls:
+        cmd.append("--tls")
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=python_env(src)
     )
@@ -118,7 +137,7 @@ def parse_iso(value: str | None) -> datetime | None:
 
 def conference_by_name(attributes: str) -> bool:
     """A voice task whose attributes name no call and no conference: the tool looks up the
-    conference TaskRouter names after the task (one list request)."""
+    conferences TaskRouter names after the task (see :func:`named_conference_lookups`)."""
     try:
         attrs = json.loads(attributes)
     except ValueError:
@@ -128,6 +147,15 @@ def conference_by_name(attributes: str) -> bool:
         and attrs.get("call_sid") is None
         and attrs.get("conference") is None
     )
+
+
+def named_conference_lookups(statuses: Sequence[str]) -> int:
+    """List requests the tool needs for a task whose conferences by name have ``statuses``:
+    one per status of NAMED_CONFERENCE_STATUSES up to the first live one found, else all three."""
+    for n, status in enumerate(NAMED_CONFERENCE_STATUSES, 1):
+        if status in LIVE_CONFERENCE and status in statuses:
+            return n
+    return len(NAMED_CONFERENCE_STATUSES)
 
 
 def call_sid_of(attributes: str) -> str | None:
@@ -156,8 +184,9 @@ class Job:
     @property
     def fewest_requests(self) -> int:
         """1 list request per 1,000 open tasks, 1 task fetch per open voice task, 1 call fetch
-        per distinct call SID named by an open voice task, 1 conference lookup per open voice
-        task that names no call and no conference, 1 update per stuck task, + 2 set-up."""
+        per distinct call SID named by an open voice task, up to 3 conference lookups per open
+        voice task that names no call and no conference (3 unless a live conference by that
+        name is found first), 1 update per stuck task, + 2 set-up."""
         return (
             self.list_requests
             + self.open_voice
@@ -170,10 +199,29 @@ class Job:
     def floor_seconds(self, latency: float, account_limit: int) -> float:
         return self.fewest_requests * latency / account_limit
 
+    def taskrouter_requests(self) -> dict[str, int]:
+        """The fewest requests of each TaskRouter resource key (the emulator's limit keys)."""
+        return {
+            "Workspace-Fetch": 1,
+            "Task-List": self.list_requests,
+            "Task-Fetch": self.open_voice,
+            "Task-Update": len(self.stuck),
+        }
+
+    def taskrouter_floor(self, key: str, rate: float, window: float) -> float:
+        """Seconds one rate-limited endpoint needs at least: what is left after the budget of
+        one window (rate × window, admitted at once) goes at ``rate`` per second."""
+        count = self.taskrouter_requests().get(key, 0)
+        budget = math.floor(rate * window + 1e-9)  # as stuck_tasks.emulator.limits.budget
+        return max(0, count - budget) / rate
+
 
 def job_of(initial: dict[str, Any], now: datetime | None = None) -> Job:
     now = now or datetime.now(timezone.utc)
     calls = {c["sid"]: c for c in initial["calls"]}
+    named: dict[str, list[str]] = {}
+    for conference in initial.get("conferences", ()):
+        named.setdefault(conference["friendly_name"], []).append(conference["status"])
     job = Job()
     call_sids: set[str] = set()
     for task in initial["tasks"]:
@@ -185,7 +233,8 @@ def job_of(initial: dict[str, Any], now: datetime | None = None) -> Job:
         job.open_voice += 1
         sid = call_sid_of(task["attributes"])
         if sid is None:
-            job.conference_lookups += conference_by_name(task["attributes"])
+            if conference_by_name(task["attributes"]):
+                job.conference_lookups += named_conference_lookups(named.get(task["sid"], ()))
             continue
         call_sids.add(sid)
         call = calls.get(sid)
@@ -249,6 +298,55 @@ def check(job: Job, final: dict[str, Any], *, expect_all: bool = True) -> Verdic
     closed_stuck = len(job.stuck & closed)
     missed = len(job.stuck) - closed_stuck if expect_all else 0
     return Verdict(len(final["mutations"]), wrong, missed, closed_stuck, len(closed - job.stuck))
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (``/proc/PID/stat``), 0.0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """Cumulative CPU seconds of the whole machine (``/proc/stat``), summed over its cores."""
+
+    busy: float  # user, nice, system, irq, softirq
+    steal: float  # taken by the hypervisor for other guests
+    at: float  # time.monotonic()
+
+    @classmethod
+    def now(cls) -> MachineCpu:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                ticks = [int(x) for x in stat.readline().split()[1:9]]
+        except (OSError, ValueError):
+            ticks = [0] * 8
+        user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+        busy = (user + nice + system + irq + softirq) / _TICK
+        return cls(busy, steal / _TICK, time.monotonic())
+
+
+def busy_cores(seconds: float = 3.0) -> float:
+    """Cores kept busy over the next ``seconds`` by everything on the machine."""
+    start = MachineCpu.now()
+    time.sleep(seconds)
+    end = MachineCpu.now()
+    return (end.busy - start.busy) / max(1e-9, end.at - start.at)
+
+
+def load() -> str:
+    """The ``uptime`` line (load averages over 1, 5 and 15 minutes)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def machine() -> dict[str, str]:

@@ -3,7 +3,7 @@
 List the open tasks (page_size=1000); for each voice task fetch it, read call_sid, fetch the
 call, and if the call is over (and has been for 2 minutes) cancel or complete the task.
 
-python bench/baseline.py --tasks 1000 [--sample 500]   (starts its own emulator)
+python bench/baseline.py --tasks 1000 [--sample 500]   (starts its own HTTPS emulator)
 """
 
 from __future__ import annotations
@@ -32,8 +32,17 @@ class RewritingHttpClient(TwilioHttpClient):  # type: ignore[misc]
     (like tests/emulator_client.py; the emulator answers only named Twilio hosts), and counts
     them."""
 
-    def __init__(self, base_url: str, **kwargs: Any) -> None:
+    def __init__(self, base_url: str, *, ca_file: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if ca_file is not None and self.session is not None:
+            # An HTTPS emulator's CA. Session.verify alone loses to REQUESTS_CA_BUNDLE, which
+            # merge_environment_settings prefers when the caller passes verify=None (twilio does).
+            merge = self.session.merge_environment_settings
+
+            def pinned(*args: Any) -> dict[str, Any]:
+                return {**merge(*args), "verify": ca_file}
+
+            self.session.merge_environment_settings = pinned  # type: ignore[method-assign]
         target = urlsplit(base_url)
         self._scheme, self._netloc = target.scheme, target.netloc
         self.requests: Counter[str] = Counter()
@@ -60,10 +69,17 @@ def _kind(method: str, path: str) -> str:
 
 
 def clean_up(
-    base_url: str, account_sid: str, auth_token: str, workspace_sid: str, *, limit: int | None
+    base_url: str,
+    account_sid: str,
+    auth_token: str,
+    workspace_sid: str,
+    *,
+    limit: int | None,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
-    """Run the sequential loop over the first ``limit`` open tasks (all when None)."""
-    http = RewritingHttpClient(base_url, timeout=30)
+    """Run the sequential loop over the first ``limit`` open tasks (all when None); ``ca_file``
+    is the CA to trust for an HTTPS emulator."""
+    http = RewritingHttpClient(base_url, ca_file=ca_file, timeout=30)
     client = Client(account_sid, auth_token, account_sid=account_sid, http_client=http)
     tasks = client.taskrouter.v1.workspaces(workspace_sid).tasks
     calls = client.api.v2010.accounts(account_sid).calls
@@ -116,15 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.08)
     args = p.parse_args(argv)
     with _emu.emulator(args.tasks, latency=args.latency, concurrency_limit=100) as info:
-        job = _emu.job_of(_emu.state(info.base_url))
+        job = _emu.job_of(_emu.state(info.base_url, info.ca_file))
         result = clean_up(
             info.base_url,
             info.account_sid,
             info.auth_token,
             info.workspace_sid,
             limit=args.sample,
+            ca_file=info.ca_file,
         )
-        verdict = _emu.check(job, _emu.state(info.base_url), expect_all=args.sample is None)
+        final = _emu.state(info.base_url, info.ca_file)
+        verdict = _emu.check(job, final, expect_all=args.sample is None)
     result["check"] = verdict.text()
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

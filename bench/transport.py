@@ -2,8 +2,8 @@
 
 python bench/transport.py [--requests 3000] [--concurrency 50] [--latency 0.02]
 
-Each client runs in its own process against one emulator (~20 ms latency, no account limit)
-and fetches tasks; CPU is that process's user+system time over the measured fetches only.
+Each client runs in its own process against one HTTPS emulator (~20 ms latency, no account
+limit; its CA trusted through SSL_CERT_FILE / REQUESTS_CA_BUNDLE) and fetches tasks; CPU is that process's user+system time over the measured fetches only.
 Modes: ``sync`` (TwilioHttpClient, ThreadPoolExecutor), ``async`` (AsyncTwilioHttpClient,
 asyncio workers), ``tool`` (this project's gateway, i.e. what stuck-tasks itself pays).
 """
@@ -53,8 +53,9 @@ def _sync(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, floa
 
     from baseline import RewritingHttpClient
 
-    http = RewritingHttpClient(info["base_url"], timeout=30)
-    http.session.mount("http://", HTTPAdapter(pool_maxsize=workers, pool_connections=workers))
+    http = RewritingHttpClient(info["base_url"], ca_file=info["ca_file"], timeout=30)
+    for scheme in ("http://", "https://"):  # twilio's own https pool holds only cpu_count + 4
+        http.session.mount(scheme, HTTPAdapter(pool_maxsize=workers, pool_connections=workers))
     client = Client(
         info["account_sid"], info["auth_token"], account_sid=info["account_sid"], http_client=http
     )
@@ -152,7 +153,7 @@ def measure(
 
     results = []
     with _emu.emulator(1000, latency=latency, concurrency_limit=None, src=src) as info:
-        sids = [t["sid"] for t in _emu.state(info.base_url)["tasks"]]
+        sids = [t["sid"] for t in _emu.state(info.base_url, info.ca_file)["tasks"]]
         wanted = (sids * (1 + (requests + WARM_UP) // len(sids)))[: requests + WARM_UP]
         spec_file = workdir / "transport-spec.json"
         spec = {"info": info.__dict__, "sids": wanted, "concurrency": concurrency}
@@ -163,7 +164,7 @@ def measure(
                 capture_output=True,
                 text=True,
                 check=True,
-                env=_emu.python_env(src),
+                env=_emu.python_env(src, info.ca_file),  # aiohttp reads SSL_CERT_FILE at import
             )
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
