@@ -110,7 +110,7 @@ def _async(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, flo
 def _tool(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, float]:
     from stuck_tasks.clock import TwilioClock
     from stuck_tasks.gateway import TwilioGateway
-    from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics
+    from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Stop
     from stuck_tasks.settings import Connection, Credentials
 
     creds = Credentials(info["account_sid"], info["auth_token"], info["account_sid"])
@@ -124,6 +124,7 @@ def _tool(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, floa
             limiter=AdaptiveLimiter(workers, metrics=metrics),
             metrics=metrics,
             clock=TwilioClock(),
+            stop=Stop(),
         )
         queue = iter(batch)
 

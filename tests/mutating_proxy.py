@@ -6,6 +6,11 @@ of its ``Plan`` whose selector picks the request. A write has therefore been app
 before its answer is garbled, dropped or trickled: the dangerous case, where the client must
 settle the outcome by reading the task again.
 
+Clients connect to the proxy's loopback address and name the Twilio host they mean in ``Host``
+(``Host: taskrouter.twilio.com``), as with the emulator itself; the proxy passes that ``Host``
+on as received, so the emulator serves that host and its absolute URLs read
+``https://{that host}/...``. Mutations that write a URL write such a Twilio URL.
+
 Every selector and mutation is a small frozen value, so hypothesis can generate them and a
 failing case prints readably::
 
@@ -96,11 +101,18 @@ class Every:
 
 
 @dataclass(frozen=True)
+class From:
+    """The n-th matching request and every one after it: a service that breaks mid-run."""
+
+    n: int
+
+
+@dataclass(frozen=True)
 class Always:
     """Every matching request."""
 
 
-When = Union[Nth, Every, Always]  # noqa: UP007 - a runtime alias, and py310 is supported
+When = Union[Nth, Every, From, Always]  # noqa: UP007 - a runtime alias
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,8 @@ class Select:
             return count == when.n
         if isinstance(when, Every):
             return count % when.k == 0
+        if isinstance(when, From):
+            return count >= when.n
         return True
 
 
@@ -169,7 +183,7 @@ class Context:
 
     method: str
     kind: str
-    url: str  # as the client addressed it: scheme://Host/path?query
+    url: str  # the Twilio URL the client meant: https://{its Host header}/path?query
     previous: Answer | None  # the previous upstream answer of the same kind
 
 
@@ -244,7 +258,8 @@ class SetValue:
 
 @dataclass(frozen=True)
 class DeleteKey:
-    """Remove the key at ``path`` from its object (``"*"`` steps over every element)."""
+    """Remove what ``path`` names: a key from its object, or an element from its list (a page
+    row: ``("tasks", 0)``; ``("tasks", "*")`` empties the list)."""
 
     path: JsonPath
 
@@ -253,11 +268,14 @@ class DeleteKey:
         targets = [
             (c, k)
             for c, k in (_parents(doc, self.path) if doc is not _NOT_JSON else ())
-            if isinstance(c, dict) and k in c
+            if _has(c, k)
         ]
         if not targets:
             raise Unchanged(f"no {'/'.join(map(str, self.path))} in the answer")
-        for container, key in targets:
+        # Last index first, so that the indices still to delete keep pointing at their element.
+        for container, key in sorted(
+            targets, key=lambda t: t[1] % len(t[0]) if isinstance(t[1], int) else 0, reverse=True
+        ):
             del container[key]
         return answer.with_json(doc)
 
@@ -284,6 +302,19 @@ class NullEverywhere:
 FOREIGN_MARKER = "ProxyForeignHost=1"
 
 
+def origin_form(raw_target: str) -> str:
+    """The path and query of a request target.
+
+    A client that takes the proxy for a forward proxy sends the absolute form
+    (``GET https://taskrouter.twilio.com/v1/... HTTP/1.1``); only its path and query go upstream
+    (its Host header names the host). An origin-form target (``/v1/...``, even ``//x/...``) is
+    kept as it is.
+    """
+    if raw_target.startswith("/") or not raw_target:
+        return raw_target or "/"
+    return URL(raw_target, encoded=True).raw_path_qs
+
+
 def strip_marker(raw_path_qs: str) -> tuple[str, bool]:
     """``raw_path_qs`` without the foreign-host marker, and whether it carried one."""
     path, sep, query = raw_path_qs.partition("?")
@@ -296,26 +327,48 @@ def strip_marker(raw_path_qs: str) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class NextPage:
-    """Point the page's ``meta.next_page_url`` at this very page, or at a foreign host."""
+    """Point the page's next page at this very page (a loop), or somewhere a client must not go.
+
+    ``"same"``: the URL of this page as the client meant it (``https://{Host}/path?query``).
+    ``"foreign"``: the real next page (this page on the last one) at ``{scheme}://{host}``, with
+    ``FOREIGN_MARKER`` added to its query so the proxy sees a client that followed it. ``host``
+    is anything a URL's authority may hold (``evil.example.com``, a look-alike, another region's
+    Twilio host, ``user@host``, ``host:port``); None keeps the Host the client named, so
+    ``scheme="http"`` alone is a downgrade.
+
+    TaskRouter pages say ``meta.next_page_url`` (absolute); v2010 lists say ``next_page_uri``
+    (relative to the API host, so it cannot name another host): there "foreign" adds a
+    ``meta.next_page_url``, which twilio's ``Page.next_page_url`` prefers to ``next_page_uri``.
+    """
 
     target: Literal["same", "foreign"]
-    host: str = "evil.example.com"
+    host: str | None = "evil.example.com"
+    scheme: str = "https"
 
     def apply(self, answer: Answer, ctx: Context) -> Answer:
         doc = _parse(answer)
-        meta = doc.get("meta") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            raise Unchanged("not a list page")
+        meta = doc.get("meta")
+        here = URL(ctx.url, encoded=True)
         if isinstance(meta, dict):
-            key, url = "next_page_url", ctx.url
-        elif isinstance(doc, dict) and "next_page_uri" in doc:  # v2010 lists
-            meta, key, url = doc, "next_page_uri", URL(ctx.url).path_qs
+            real = meta.get("next_page_url")
+            if self.target == "same":
+                meta["next_page_url"] = ctx.url
+                return answer.with_json(doc)
+        elif "next_page_uri" in doc:  # v2010 lists
+            real = doc["next_page_uri"]
+            if self.target == "same":
+                doc["next_page_uri"] = here.raw_path_qs
+                return answer.with_json(doc)
+            meta = doc["meta"] = {}
         else:
             raise Unchanged("not a list page")
-        if self.target == "foreign":
-            real = meta.get(key) if isinstance(meta.get(key), str) else None
-            tail = URL(real or ctx.url, encoded=True).raw_path_qs
-            # The marker lets the proxy see (and strip) a request that followed this URL.
-            url = f"https://{self.host}{tail}{'&' if '?' in tail else '?'}{FOREIGN_MARKER}"
-        meta[key] = url
+        # Only the path and query of the real next page: a relative next_page_uri has no host.
+        tail = URL(real if isinstance(real, str) and real else ctx.url, encoded=True).raw_path_qs
+        marked = tail + ("&" if "?" in tail else "?") + FOREIGN_MARKER
+        host = here.raw_authority if self.host is None else self.host
+        meta["next_page_url"] = f"{self.scheme}://{host}{marked}"
         return answer.with_json(doc)
 
 
@@ -381,16 +434,28 @@ class EmptyBody:
         return replace(answer, body=b"")
 
 
-TWILIO_CODES = {401: 20003, 403: 20403, 404: 20404, 429: 20429, 500: 20500, 502: 20500, 503: 20503}
+TWILIO_CODES = {
+    400: 20001,
+    401: 20003,
+    403: 20403,
+    404: 20404,
+    412: 20412,
+    429: 20429,
+    500: 20500,
+    502: 20500,
+    503: 20503,
+}
 
 
 @dataclass(frozen=True)
 class Status:
     """Answer with status ``code``; ``body`` keeps the upstream body, or uses Twilio's error body
-    for that status, or none."""
+    for that status (with Twilio error ``error``, by default the usual one for the status, e.g.
+    400/20001, 412/20412; 400/80906 and 403/70051 name refusals of their own), or none."""
 
     code: int
     body: Literal["keep", "twilio", "empty"] = "twilio"
+    error: int | None = None
 
     def apply(self, answer: Answer, ctx: Context) -> Answer:
         swapped = replace(answer, status=self.code)
@@ -399,7 +464,7 @@ class Status:
         if self.body == "twilio":
             return swapped.with_header("ETag", None).with_json(
                 {
-                    "code": TWILIO_CODES.get(self.code, 20001),
+                    "code": self.error or TWILIO_CODES.get(self.code, 20001),
                     "message": f"injected {self.code}",
                     "more_info": "https://www.twilio.com/docs/errors",
                     "status": self.code,
@@ -489,7 +554,7 @@ class Exchange:
     query: str
     host: str  # the Host header the client sent
     kind: str
-    followed_foreign: bool  # the client followed a next_page_url that NextPage sent abroad
+    followed_foreign: bool  # the client followed a next_page_url that NextPage("foreign") made
     upstream_status: int | None  # None: never forwarded, or upstream failed
     status: int | None  # what the client was sent; None: the connection was closed
     rule: int | None  # index into plan.rules
@@ -535,9 +600,6 @@ class MutatingProxy:
         self.plan = plan or Plan()
         self._lock = threading.Lock()
         self._state = _State(counts=[0] * len(self.plan.rules))
-        self._foreign_hosts = {
-            r.mutation.host for r in self.plan.rules if isinstance(r.mutation, NextPage)
-        }
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._base_url: str | None = None
@@ -659,6 +721,8 @@ class MutatingProxy:
 
     async def _forward(self, request: web.Request, raw_path_qs: str, body: bytes) -> Answer:
         assert self._session is not None
+        # Every end-to-end header as received, Host included: it names the Twilio host the
+        # client means, and the upstream session adds no Host of its own when one is given.
         headers = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
         )
@@ -678,7 +742,7 @@ class MutatingProxy:
         started = time.monotonic()
         method = request.method
         kind = route_kind(method, request.path)
-        raw_path_qs, foreign = strip_marker(request.raw_path)
+        raw_path_qs, foreign = strip_marker(origin_form(request.raw_path))
         body = await request.read()
         seq, rule_index = self._choose(method, kind)
         mutation = None if rule_index is None else self.plan.rules[rule_index].mutation
@@ -694,7 +758,7 @@ class MutatingProxy:
                 query=URL(raw_path_qs, encoded=True).query_string,
                 host=host,
                 kind=kind,
-                followed_foreign=foreign or host.partition(":")[0] in self._foreign_hosts,
+                followed_foreign=foreign,
                 upstream_status=None if upstream is None else upstream.status,
                 status=status,
                 rule=rule_index,
@@ -711,7 +775,7 @@ class MutatingProxy:
             return _hang_up(request)
         try:
             upstream = await self._forward(request, raw_path_qs, body)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             record(None, None, f"upstream failed: {exc!r}", delivered=False)
             return _hang_up(request)
         previous = self._remember(kind, upstream)
@@ -728,7 +792,7 @@ class MutatingProxy:
             return resp
         answer, note = upstream, ""
         if mutation is not None:
-            url = f"{request.scheme}://{host}{raw_path_qs}"
+            url = f"https://{host}{raw_path_qs}"  # what Twilio's own URLs look like
             try:
                 answer = mutation.apply(upstream, Context(method, kind, url, previous))
             except Unchanged as why:

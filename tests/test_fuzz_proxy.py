@@ -4,18 +4,25 @@ For each generated case: a small seeded post-outage workspace behind the emulato
 front of it with a Plan of 1-3 rules, and one real run of ``stuck-tasks --yes --json`` as a
 subprocess through the proxy. Whatever the answers, the run must:
 
-- end (no hang) with a documented exit code, without a traceback, any error in one line; not
-  wait out an answer trickled past ``--timeout``, nor loop on a repeated ``next_page_url``;
+- end (no hang) with a documented exit code (0, 1, 2, 3, 130), without a traceback, any error
+  in one line; not wait out an answer trickled past ``--timeout``, nor loop on a repeated
+  ``next_page_url``;
 - close no task without proof (``wrong_closures``, see ``wrong_closes``), and send every Task
   API update with ``If-Match``;
-- keep a true record: the audit log's ``closed`` tasks are exactly the tasks Twilio changed (or,
-  without a log, stdout names each), and the ``--json`` summary's ``closed`` is their number;
-- never follow a ``next_page_url`` to a foreign host.
+- keep a true record (README, "Output"): the tasks the audit log calls ``closed`` are among the
+  tasks the emulator changed (Task API mutations and the task changes of Interactions writes),
+  and every task it changed is either closed in the audit log or named by ``--json`` under
+  ``unknown.tasks``, ``updates_in_flight`` or ``not_in_audit_log``; ``--json``'s ``closed`` is
+  the audit log's number of closed tasks;
+- contact no host but Twilio's US1 API hosts: every request reaches the proxy with such a
+  ``Host``, and none follows a ``next_page_url`` that ``NextPage("foreign")`` made (another
+  host, a look-alike, ``user@host``, another port or region, or ``http://``).
 
 Budget: two tests (voice only; voice and messaging) of ``EXAMPLES`` cases each, a workspace of
-``N_TASKS`` tasks in pages of ``PAGE_SIZE``. A case takes about 1 s alone and 2-4 s while the
-other test runs beside it, so with ``-n 2`` the file takes about 45-55 s on 2 cores once the
-tool keeps its promises (a failing case ends the test early; a hang costs ``HARD_TIMEOUT``).
+``N_TASKS`` tasks in pages of ``PAGE_SIZE``. A case takes 0.5-3 s (many end at the first
+refused answer; a trickle waits ``--timeout`` a try), so with ``-n 2`` the file takes about
+40 s on 2 cores (measured: 30 + 30 cases, 40 s) once the tool keeps its promises (a failing
+case ends the test early; a hang costs ``HARD_TIMEOUT``, a 429 to every request ``--deadline``).
 Each test has its own fixed ``@seed`` and there is no example database, so CI generates the same
 plans every time (which task the n-th request touches still depends on the tool's concurrency).
 Shrinking is off: a case is 1-3 readable rules already, and a hang costs ``HARD_TIMEOUT`` a try.
@@ -24,6 +31,7 @@ Shrinking is off: a case is 1-3 readable rules already, and a hang costs ``HARD_
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections import Counter
@@ -39,6 +47,7 @@ from conftest import World, make_world, stuck_tasks_command
 from fault_scenarios import wrong_closures
 from mutating_proxy import (
     EACH,
+    FOREIGN_MARKER,
     Always,
     DeepNesting,
     DeleteKey,
@@ -46,6 +55,7 @@ from mutating_proxy import (
     EmptyBody,
     Every,
     Exchange,
+    From,
     Html,
     HugeBody,
     MutatingProxy,
@@ -66,7 +76,10 @@ from mutating_proxy import (
 )
 from stuck_tasks.emulator import EXTRA_KINDS, Emulator, Faults
 
-EXAMPLES = 14
+# CI's budget; STUCK_TASKS_FUZZ_EXAMPLES and STUCK_TASKS_FUZZ_SEED explore further by hand
+# (for example 300 cases from another seed: a longer hunt than CI can afford).
+EXAMPLES = int(os.environ.get("STUCK_TASKS_FUZZ_EXAMPLES", "30"))
+SEED_OFFSET = int(os.environ.get("STUCK_TASKS_FUZZ_SEED", "0"))
 N_TASKS = 30
 PAGE_SIZE = 10
 TIMEOUT = 2.0  # the tool's --timeout
@@ -76,6 +89,10 @@ HARD_TIMEOUT = 60.0
 MAX_SAME_PAGE = 60
 DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 130}
 CLOSED = {"canceled", "completed"}
+# The hosts the tool may name (US1, no --region): each product's legacy host.
+TWILIO_HOSTS = frozenset(
+    f"{p}.twilio.com" for p in ("taskrouter", "api", "flex-api", "conversations")
+)
 ARGS = (
     "--yes",
     "--json",
@@ -181,34 +198,71 @@ WRONG_VALUES = (
 )
 
 
-def json_mutations(paths: tuple[str | tuple[str | int, ...], ...]) -> st.SearchStrategy[Mutation]:
+# Where a next_page_url must not lead: (host, scheme); None keeps the Host the client named.
+FOREIGN_PAGES = (
+    ("evil.example.com", "https"),
+    ("taskrouter.twilio.com.evil.example.com", "https"),
+    ("taskrouter.twilio.com@evil.example.com", "https"),
+    ("taskrouter.dublin.ie1.twilio.com", "https"),  # a Twilio host, of another region
+    ("taskrouter.twilio.com:8443", "https"),
+    (None, "http"),  # the same host, downgraded
+)
+NEXT_PAGES = st.just(NextPage("same")) | st.sampled_from(FOREIGN_PAGES).map(
+    lambda hs: NextPage("foreign", hs[0], hs[1])
+)
+# The kinds NextPage can change (any other answer is left alone); the tool follows only the
+# task list's next pages (conference and participant lists are read one page deep).
+LIST_KINDS = (None, "list_tasks", "list_conferences", "list_participants")
+
+
+def json_mutations(
+    kind: str | None, paths: tuple[str | tuple[str | int, ...], ...]
+) -> st.SearchStrategy[Mutation]:
     path = st.sampled_from([(p,) if isinstance(p, str) else p for p in (*paths, "zz_unknown")])
-    return st.one_of(
+    options = [
         st.builds(SetValue, path, WRONG_VALUES),
         st.builds(DeleteKey, path),
         st.just(NullEverywhere()),
-        st.builds(NextPage, st.sampled_from(["same", "foreign"])),
         st.builds(SetHeader, st.just("ETag"), st.none() | st.just("")),
-    )
+    ]
+    if kind in LIST_KINDS:
+        options.append(NEXT_PAGES)
+    return st.one_of(options)
 
 
+# (status, Twilio error): None is the usual one (TWILIO_CODES). 412, 400/20001 and 404 are the
+# refusals the tool checks by reading the task (400/80906 on the Interactions API); 403/70051 a
+# missing permission. Each may come after the write was applied upstream.
+STATUSES = (
+    (500, None),
+    (502, None),
+    (429, None),
+    (401, None),
+    (403, None),
+    (403, 70051),
+    (404, None),
+    (412, None),
+    (400, None),
+    (400, 80906),
+)
 BODY_MUTATIONS = st.one_of(
     st.just(DeepNesting()),
     st.builds(Truncate, st.integers(0, 3000)),
     st.just(Html()),
     st.just(EmptyBody()),
     st.builds(
-        Status,
-        st.sampled_from([500, 502, 429, 401, 403, 404]),
+        lambda code, body: Status(code[0], body, code[1]),
+        st.sampled_from(STATUSES),
         st.sampled_from(["keep", "twilio", "empty"]),
     ),
     st.just(Repeat()),
 )
-# Slow or heavy: applied to one request (or every few), never to all of them.
+# Slow or heavy: applied to one request (or every few), never to all of them. HugeBody: 20 MB
+# is under the tool's cap on an answer (32 MB), 40 MB over it.
 TRANSPORT_MUTATIONS = st.one_of(
     st.builds(Trickle, st.integers(4, 16), st.just(0.5)),
     st.builds(Drop, st.sampled_from(["unsent", "before_answer", "mid_body"])),
-    st.just(HugeBody(megabytes=20)),
+    st.builds(HugeBody, st.sampled_from([20, 40])),
 )
 
 
@@ -219,6 +273,8 @@ def whens(count: int, *, cheap: bool) -> st.SearchStrategy[When]:
         options.append(st.builds(Every, st.integers(4, max(4, count // 2))))
     if cheap and count >= 4:
         options.append(st.builds(Every, st.integers(2, 3)))
+        # From the n-th on: e.g. every read-back after the writes began fails.
+        options.append(st.builds(From, st.integers(2, count + 2)))
     if cheap:
         options.append(st.just(Always()))
     return st.one_of(options)
@@ -228,7 +284,7 @@ def whens(count: int, *, cheap: bool) -> st.SearchStrategy[When]:
 def rules(draw: st.DrawFn, kinds: tuple[str, ...]) -> Rule:
     kind = draw(st.sampled_from((*kinds, *(k for k in BUSY_KINDS if k in kinds), None)))
     count, paths = KIND_SHAPES[kind] if kind is not None else ANY_REQUEST
-    mutation = draw(json_mutations(paths) | BODY_MUTATIONS | TRANSPORT_MUTATIONS)
+    mutation = draw(json_mutations(kind, paths) | BODY_MUTATIONS | TRANSPORT_MUTATIONS)
     cheap = not isinstance(mutation, (Trickle, Drop, HugeBody))
     return Rule(Select(kind, when=draw(whens(count, cheap=cheap))), mutation)
 
@@ -280,6 +336,17 @@ class Run:
         except ValueError:
             return None
         return doc if isinstance(doc, dict) else None
+
+    def named(self) -> set[str]:
+        """The tasks ``--json`` names as possibly closed off the audit log's record."""
+        doc = self.summary() or {}
+        unknown = doc.get("unknown")
+        lists = [
+            unknown.get("tasks") if isinstance(unknown, dict) else None,
+            doc.get("updates_in_flight"),
+            doc.get("not_in_audit_log"),
+        ]
+        return {sid for sids in lists if isinstance(sids, list) for sid in sids}
 
 
 def closed_by_emulator(emu: Emulator) -> set[str]:
@@ -393,9 +460,9 @@ def problems(run: Run) -> list[str]:
     elif run.exit_code not in DOCUMENTED_EXIT_CODES:
         found.append(f"undocumented exit code {run.exit_code}")
     found += slowness_problems(run)
-    if "Traceback (most recent call last)" in run.stderr:
-        last = [line for line in run.stderr.splitlines() if line.strip()][-1]
-        found.append(f"traceback: {last[:200]}")
+    if "Traceback (most recent call last)" in run.stderr + run.stdout:
+        last = [line for line in run.stderr.splitlines() if line.strip()] or ["(on stdout)"]
+        found.append(f"traceback: {last[-1][:200]}")
     elif sum(line.startswith("Error") for line in run.stderr.splitlines()) > 1:
         found.append("more than one error line on stderr")
     if run.wrong:
@@ -403,8 +470,19 @@ def problems(run: Run) -> list[str]:
     if run.unconditional_writes:
         found.append(f"{run.unconditional_writes} task updates sent without If-Match")
     found += record_problems(run)
-    if any(e.followed_foreign for e in run.exchanges):
-        found.append("followed a next_page_url to a foreign host")
+    found += host_problems(run)
+    return found
+
+
+def host_problems(run: Run) -> list[str]:
+    found: list[str] = []
+    followed = [e for e in run.exchanges if e.followed_foreign]
+    if followed:
+        host = followed[0].host
+        found.append(f"followed a next_page_url NextPage made ({FOREIGN_MARKER}, Host {host})")
+    foreign = sorted({e.host for e in run.exchanges} - TWILIO_HOSTS)
+    if foreign:
+        found.append(f"sent requests for hosts other than Twilio's: {foreign[:3]}")
     return found
 
 
@@ -429,27 +507,26 @@ def slowness_problems(run: Run) -> list[str]:
 
 
 def record_problems(run: Run) -> list[str]:
+    """The README's record: logged closed ⊆ changed ⊆ logged closed ∪ named on stdout."""
     found: list[str] = []
     if run.audit_problem:
         found.append(run.audit_problem)
-    if run.audit_closed is not None:
-        if run.audit_closed != run.changed:
-            missing = sorted(run.changed - run.audit_closed)
-            extra = sorted(run.audit_closed - run.changed)
-            found.append(
-                f"audit log: {len(missing)} closed by Twilio but not logged closed {missing[:3]}, "
-                f"{len(extra)} logged closed but unchanged {extra[:3]}"
-            )
-    else:
-        unnamed = sorted(sid for sid in run.changed if sid not in run.stdout)
-        if unnamed:
-            found.append(f"no audit log, and stdout does not name {len(unnamed)} closed tasks")
+    logged = run.audit_closed or set()
+    extra = sorted(logged - run.changed)
+    if extra:
+        found.append(f"audit log: {len(extra)} logged closed but unchanged {extra[:3]}")
+    unrecorded = sorted(run.changed - logged - run.named())
+    if unrecorded:
+        found.append(
+            f"{len(unrecorded)} closed by Twilio but neither logged closed nor named under "
+            f"unknown, updates_in_flight or not_in_audit_log {unrecorded[:3]}"
+        )
     summary = run.summary()
     if summary is None:
         if run.changed or run.exit_code in (0, 3):
             found.append(f"no JSON summary on stdout (exit {run.exit_code})")
-    elif summary.get("closed") != len(run.changed):
-        found.append(f"--json closed {summary.get('closed')!r}, Twilio closed {len(run.changed)}")
+    elif summary.get("closed") != len(logged):
+        found.append(f"--json closed {summary.get('closed')!r}, the audit log {len(logged)}")
     return found
 
 
@@ -475,7 +552,7 @@ FUZZ = settings(
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # the suite's 300 s is too short if a few cases hang for 60 s
 @FUZZ
-@seed(20261201)
+@seed(20261201 + SEED_OFFSET)
 @given(world_seed=st.integers(0, 3), plan=plans(VOICE_KINDS))
 def test_voice_run_keeps_its_promises_under_hostile_answers(
     world_seed: int, plan: Plan, tmp_path: Path
@@ -486,7 +563,7 @@ def test_voice_run_keeps_its_promises_under_hostile_answers(
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # the suite's 300 s is too short if a few cases hang for 60 s
 @FUZZ
-@seed(20261202)
+@seed(20261202 + SEED_OFFSET)
 @given(world_seed=st.integers(0, 3), plan=plans(VOICE_KINDS + MESSAGING_KINDS))
 def test_voice_and_messaging_run_keeps_its_promises_under_hostile_answers(
     world_seed: int, plan: Plan, tmp_path: Path
