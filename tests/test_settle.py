@@ -86,6 +86,8 @@ def test_a_412_without_an_earlier_try_is_skipped_not_failed():
         NotFound(404, 20404, "gone"),
         ApiError(400, 20001, "Cannot cancel"),
         ApiError(412, 20412, "x"),
+        ApiError(400, 80906, "not a strategy's refusal"),
+        ApiError(400, None, "no code at all"),
     ],
 )
 def test_a_refusal_for_a_write_that_landed_is_closed_not_skipped(refusal):
@@ -100,6 +102,15 @@ def test_a_401_to_a_write_stops_the_run_and_the_write_is_unknown_not_untried():
     result, _ = settle(scripted(update_task=[AuthError(401, 20003, "Authenticate")]), stop=stop)
     assert result.outcome is Outcome.UNKNOWN
     assert isinstance(stop.error, AuthError)
+
+
+def test_a_plain_400_the_task_does_not_contradict_is_failed_after_one_read():
+    task = voice_task(1)
+    result, gw = settle(
+        scripted(update_task=[ApiError(400, 20002, "Invalid")], fetch_task=[task])
+    )
+    assert (result.outcome, result.why, result.attempts) == (Outcome.FAILED, "error-20002", 1)
+    assert gw.methods() == ["update_task", "fetch_task"]
 
 
 def test_5xx_every_time_is_failed_after_the_task_is_read_back():

@@ -240,6 +240,12 @@ class Settler:
                         return confirmed
                     return refused
                 if not error.retryable:
+                    # Any other refusal is read back too (found by the fuzz proxy: a 400 for a
+                    # write that was applied); only a refusal the task does not contradict
+                    # is a failure.
+                    confirmed = await self._confirm(case, strategy, state)
+                    if confirmed is not None:
+                        return confirmed
                     return failed(error, state.attempts)
                 if error.status != 429:  # a 5xx: Twilio may or may not have applied it
                     state.sent, etag = True, None
