@@ -569,3 +569,39 @@ def test_voice_and_messaging_run_keeps_its_promises_under_hostile_answers(
     world_seed: int, plan: Plan, tmp_path: Path
 ) -> None:
     check(run_case(Case(world_seed, messaging=True, plan=plan), tmp_path))
+
+
+# ------------------------------------------------ the named cases, each a fixed plan
+
+CA = "CA" + "0" * 32
+
+
+def _rule(kind: str, when: When, mutation: Mutation) -> Rule:
+    return Rule(select=Select(kind=kind, when=when), mutation=mutation)
+
+
+# Issue 11's hostile answers (and what the fuzz test found since), one fixed plan each: the
+# generated cases above may or may not draw them, these run every time.
+NAMED_CASES = {
+    "attributes-as-a-json-object": _rule(
+        "fetch_task", Always(), SetValue(("attributes",), {"call_sid": CA})
+    ),
+    "call-status-a-list": _rule("fetch_call", Always(), SetValue(("status",), ["completed"])),
+    "task-rows-not-objects": _rule("list_tasks", Nth(1), SetValue(("tasks", 0), 42)),
+    "json-100000-deep": _rule("fetch_task", Nth(3), DeepNesting()),
+    "answer-larger-than-the-cap": _rule("fetch_call", Nth(1), HugeBody(40)),
+    "next-page-url-loops": _rule("list_tasks", Always(), NextPage("same")),
+    "next-page-url-elsewhere": _rule("list_tasks", Nth(1), NextPage("foreign")),
+    "a-body-that-trickles": _rule("fetch_task", Nth(2), Trickle()),
+    "html-200-to-a-write-that-landed": _rule("update_task", Every(3), Html()),
+    "truncated-answer-to-a-write": _rule("update_task", Nth(2), Truncate(40)),
+    "a-400-to-a-write-that-landed": _rule("update_task", Nth(3), Status(400, "twilio", 80906)),
+    "a-call-answer-about-another-call": _rule("fetch_call", From(2), Repeat()),
+}
+
+
+@pytest.mark.parametrize("name", list(NAMED_CASES))
+def test_a_named_hostile_answer_keeps_the_promises(name: str, tmp_path: Path) -> None:
+    run = run_case(Case(1, messaging=True, plan=Plan(rules=(NAMED_CASES[name],))), tmp_path)
+    assert run.applied(), f"the plan never fired: {name}"
+    assert not problems(run), "\n".join(problems(run))
