@@ -168,7 +168,12 @@ class Run:
     def _phase(self, body: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run one phase in its own event loop, with signal handling and progress."""
 
-        async def main() -> T:
+        # The phase's value leaves through ``done``, not as the task's result: asyncio.Runner
+        # ends by calling signal.getsignal, which formats its SIGINT handler (a partial holding
+        # the main task) and with it the task's result: the whole plan, thousands of cases.
+        done: list[T] = []
+
+        async def main() -> None:
             loop = asyncio.get_running_loop()
             presses = 0
 
@@ -187,7 +192,7 @@ class Run:
             restore = catch_signals(loop, on_signal, self._signals)
             ticker = asyncio.create_task(self._tick())
             try:
-                return await body()
+                done.append(await body())
             finally:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
@@ -196,7 +201,8 @@ class Run:
 
         self._phase_started = time.monotonic()
         try:
-            return asyncio.run(main())
+            asyncio.run(main())
+            return done[0]
         finally:
             self._active += time.monotonic() - self._phase_started
             self._phase_started = None

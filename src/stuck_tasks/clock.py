@@ -26,19 +26,23 @@ class TwilioClock:
     def __init__(self, local: Callable[[], float] = time.time) -> None:
         self._local = local
         self._offset: float | None = None
+        # The last Date header and its instant: Twilio's answers repeat it within a second,
+        # and parsing one costs more than the rest of this method.
+        self._last: tuple[str, float | None] = ("", None)
 
     def observe(self, date_header: str | None, *, received_at: float | None = None) -> None:
         """Learn from one answer's ``Date`` header (ignored when missing or nonsense)."""
         if not date_header:
             return
-        try:
-            stamp = parsedate_to_datetime(date_header)
-        except (TypeError, ValueError, IndexError):
-            return
-        if stamp.tzinfo is None:
+        if date_header == self._last[0]:
+            instant = self._last[1]
+        else:
+            instant = _instant(date_header)
+            self._last = (date_header, instant)
+        if instant is None:
             return
         arrival = self._local() if received_at is None else received_at
-        offset = stamp.timestamp() - arrival
+        offset = instant - arrival
         if abs(offset) > _IMPLAUSIBLE.total_seconds():
             return
         if self._offset is None or offset > self._offset:
@@ -52,3 +56,12 @@ class TwilioClock:
     def now(self) -> datetime:
         seconds = self._local() + (self._offset or 0.0)
         return datetime.fromtimestamp(seconds, UTC)
+
+
+def _instant(date_header: str) -> float | None:
+    """The POSIX time a ``Date`` header names; None when it is nonsense or has no zone."""
+    try:
+        stamp = parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if stamp.tzinfo is None else stamp.timestamp()

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -88,14 +88,17 @@ PERMISSIONS: dict[str, str | None] = {
 }
 
 
+# The shapes by their number of path segments, split once (request_kind runs per request).
+_SHAPES: dict[int, list[tuple[tuple[str, ...], str | None, str | None]]] = {}
+for _shape, _get, _post in _KINDS:
+    _SHAPES.setdefault(_shape.count("/") + 1, []).append((tuple(_shape.split("/")), _get, _post))
+
+
 def request_kind(method: str, path: str) -> str:
     """The kind of a request ("fetch_task", "update_task", ...) from its method and path."""
     parts = [p.removesuffix(".json") for p in path.split("/") if p]
-    for shape, get, post in _KINDS:
-        pattern = shape.split("/")
-        if len(pattern) == len(parts) and all(
-            a in ("*", b) for a, b in zip(pattern, parts, strict=True)
-        ):
+    for pattern, get, post in _SHAPES.get(len(parts), ()):
+        if all(a == "*" or a == b for a, b in zip(pattern, parts, strict=True)):
             return (post if method == "POST" else get) or "other"
     return "other"
 
@@ -210,17 +213,19 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
 
     def _proxy_for(self, target: str) -> str | None:
         """The proxy the environment names for ``target`` (like twilio's sync client)."""
-        parts = urlsplit(target)
-        key = (parts.scheme, parts.netloc)
+        scheme, _, rest = target.partition("://")
+        netloc = rest.partition("/")[0]
+        key = (scheme, netloc)
         if key not in self._proxies:
-            proxy = getproxies().get(parts.scheme)
-            if proxy and proxy_bypass(parts.hostname or ""):
+            proxy = getproxies().get(scheme)
+            if proxy and proxy_bypass(urlsplit(target).hostname or ""):
                 proxy = None
             self._proxies[key] = proxy or None
         return self._proxies[key]
 
-    def _target(self, url: str) -> tuple[str, str]:
-        """(the URL to connect to, the Twilio host it is meant for); refuses other hosts."""
+    def _target(self, url: str) -> tuple[str, str, str]:
+        """(the URL to connect to, the Twilio host it is meant for, the path); refuses other
+        hosts."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if parts.scheme != "https" or host not in self._hosts or parts.port not in (None, 443):
@@ -232,9 +237,9 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
         if parts.username or parts.password:
             raise BadResponse("refusing a URL with credentials in it")
         if self._base is None:
-            return url, host
+            return url, host, parts.path
         query = f"?{parts.query}" if parts.query else ""
-        return f"{self._base[0]}://{self._base[1]}{parts.path}{query}", host
+        return f"{self._base[0]}://{self._base[1]}{parts.path}{query}", host, parts.path
 
     async def request(
         self,
@@ -247,14 +252,15 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
         timeout: float | None = None,
         allow_redirects: bool = False,  # noqa: FBT001, FBT002 - twilio's signature
     ) -> Response:
-        target, host = self._target(url)
-        path = urlsplit(target).path
+        target, host, path = self._target(url)
         kind = request_kind(method, path)
         send_headers = dict(headers or {})
         if auth is not None:
             send_headers["Authorization"] = _basic_auth(*auth)
         if self._base is not None:
             send_headers["Host"] = host
+        if method != "GET":
+            send_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         session = self._session_for_loop()
         ticket = await self._limiter.acquire(kind)
         if self._stop.requested and not SETTLING.get():
@@ -270,7 +276,9 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
                 method,
                 target,
                 params=_pairs(params),
-                data=_pairs(data) if method != "GET" else None,
+                # Encoded here (twilio's Content-Type says form): aiohttp's FormData would build
+                # a multipart writer per request first.
+                data=urlencode(_pairs(data)).encode("ascii") if method != "GET" else None,
                 headers=send_headers,
                 allow_redirects=False,
                 proxy=self._proxy_for(target),
@@ -323,6 +331,8 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
 async def _read_capped(answer: aiohttp.ClientResponse) -> bytes:
     if answer.content_length is not None and answer.content_length > MAX_ANSWER_BYTES:
         raise BadResponse(f"Twilio's answer is {answer.content_length} bytes, more than allowed")
+    if answer.content_length is not None and "Content-Encoding" not in answer.headers:
+        return await answer.read()  # its length is known and within the cap (not compressed)
     chunks: list[bytes] = []
     size = 0
     async for chunk in answer.content.iter_chunked(1 << 16):
