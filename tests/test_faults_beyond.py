@@ -36,6 +36,7 @@ from aiohttp import web
 from conftest import World, make_world, stuck_tasks_command
 from fault_scenarios import wrong_closures
 from stuck_tasks.emulator import Faults
+from stuck_tasks.ratecontrol import RetryPolicy
 from terminal import run_in_terminal
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -481,6 +482,44 @@ def test_hangup_or_termination_mid_apply_settles_and_a_rerun_finishes(
         assert {m.task_sid for m in w.emu.mutations} == stuck
         assert json.loads(rerun.stdout)["closed"] == len(stuck - first)
         assert wrong_closures(w.emu) == []
+
+
+# ------------------------------------------------------------------ a 429 storm
+
+STORM = 12.0  # seconds of 429s: longer than six tries' back-off (0.25 + 0.5 + 1 + 2 + 4 s at most)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["while-listing", "while-closing"])
+def test_a_429_storm_longer_than_the_attempt_budget_still_closes_everything(
+    tmp_path: Path, when: str
+):
+    # Twilio never processes a 429'd request (error 20429), so it is retried until --deadline:
+    # the attempt limit is for other errors. Before issue 13 such a storm failed the tasks.
+    storm = Faults(latency=0.02, throttle_seconds=STORM)
+    with world_of(storm if when == "while-listing" else Faults(latency=0.02)) as w:
+        stuck = set(stuck_voice_tasks(w, 40))
+        audit = tmp_path / "storm.jsonl"
+        proc = popen(w, "--yes", "--json", "--concurrency", "4", "--audit-log", str(audit))
+        if when == "while-closing":
+            wait_for(lambda: len(w.emu.mutations) >= 1, timeout=60, what="the first write")
+            w.emu.set_faults(storm)
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == EXIT_OK, stderr
+        assert_no_traceback(stderr)
+        doc = json.loads(stdout)
+        assert_record_true(w, doc, read_log(audit))
+        assert {m.task_sid for m in w.emu.mutations} == stuck
+        assert doc["failed"]["total"] == 0
+        # Some request met as many 429s as the attempt limit allows other failures (its last
+        # try would have been its last), then was answered.
+        refused = [r for r in w.emu.request_log if r.status == 429]
+        per_request = max(
+            sum(1 for r in refused if (r.method, r.path) == key)
+            for key in {(r.method, r.path) for r in refused}
+        )
+        assert per_request >= RetryPolicy().attempts, per_request
+        assert doc["api"]["throttled_429"] == len(refused)
 
 
 # ------------------------------------------------------------------ 5. at the question

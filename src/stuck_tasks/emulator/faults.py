@@ -60,6 +60,9 @@ class Faults:
     # After this many Twilio-route requests (from when these faults were set), every request
     # answers 401/20003: the credentials were revoked.
     revoke_after: int | None = None
+    # For this many seconds after these faults were set, every Twilio-route request with good
+    # credentials answers 429/20429 and is not processed: a throttling storm during an incident.
+    throttle_seconds: float = 0.0
     platform_event_rate: float = 0.0
     platform_event_kinds: tuple[str, ...] = PLATFORM_EVENT_KINDS
     seed: int = 0
@@ -74,7 +77,13 @@ class Faults:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        for name in ("latency", "latency_jitter", "spike_latency", "closed_task_ttl"):
+        for name in (
+            "latency",
+            "latency_jitter",
+            "spike_latency",
+            "closed_task_ttl",
+            "throttle_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.concurrency_limit is not None and self.concurrency_limit < 1:

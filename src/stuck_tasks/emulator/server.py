@@ -370,6 +370,8 @@ class TwilioApp:
 
     def _rate_limited(self, account_sid: str, faults: Faults) -> str | None:
         world = self.world
+        if world.throttled_now():
+            return "storm"
         limit = faults.concurrency_limit
         if limit is not None and world.in_flight(account_sid) >= limit:
             return "concurrency"

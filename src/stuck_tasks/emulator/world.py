@@ -16,6 +16,7 @@ import json
 import random
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -210,6 +211,7 @@ class World:
         self._base_clock = clock or _utcnow
         self._faults = faults or Faults()
         self._requests_since_faults = 0
+        self._faults_set_at = time.monotonic()
         self._rng = random.Random(self._faults.seed)
         self._accounts: dict[str, Account] = {}
         self._keys: dict[str, ApiKey] = {}
@@ -759,6 +761,7 @@ class World:
             self._rng = random.Random(faults.seed)
             self._server_errors = 0
             self._requests_since_faults = 0
+            self._faults_set_at = time.monotonic()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -1198,6 +1201,11 @@ class World:
                 region = self._accounts[key.account_sid].region
                 return Principal(key.account_sid, region, key.kind, frozenset(key.permissions))
         return None
+
+    def throttled_now(self) -> bool:
+        """Whether ``faults.throttle_seconds`` since the faults were set have not yet passed."""
+        seconds = self._faults.throttle_seconds
+        return seconds > 0 and time.monotonic() < self._faults_set_at + seconds
 
     def revoked_on_this_request(self) -> bool:
         """Count one Twilio-route request; True once ``faults.revoke_after`` requests were
