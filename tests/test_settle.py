@@ -106,9 +106,7 @@ def test_a_401_to_a_write_stops_the_run_and_the_write_is_unknown_not_untried():
 
 def test_a_plain_400_the_task_does_not_contradict_is_failed_after_one_read():
     task = voice_task(1)
-    result, gw = settle(
-        scripted(update_task=[ApiError(400, 20002, "Invalid")], fetch_task=[task])
-    )
+    result, gw = settle(scripted(update_task=[ApiError(400, 20002, "Invalid")], fetch_task=[task]))
     assert (result.outcome, result.why, result.attempts) == (Outcome.FAILED, "error-20002", 1)
     assert gw.methods() == ["update_task", "fetch_task"]
 
