@@ -285,8 +285,18 @@ def rules(draw: st.DrawFn, kinds: tuple[str, ...]) -> Rule:
     kind = draw(st.sampled_from((*kinds, *(k for k in BUSY_KINDS if k in kinds), None)))
     count, paths = KIND_SHAPES[kind] if kind is not None else ANY_REQUEST
     mutation = draw(json_mutations(kind, paths) | BODY_MUTATIONS | TRANSPORT_MUTATIONS)
+    if isinstance(mutation, Status) and mutation.code == 429 and kind not in READ_ONLY_KINDS:
+        # The proxy answers after forwarding, so its 429 to a write would come after Twilio
+        # applied it: a lie Twilio's contract rules out (a 429 is never processed, error 20429;
+        # the tool retries it until --deadline and may record it as not attempted). Found by a
+        # 2 x 150-case hunt. Writes get a 503 instead, which may have been applied.
+        mutation = Status(503, mutation.body, None)
     cheap = not isinstance(mutation, (Trickle, Drop, HugeBody))
     return Rule(Select(kind, when=draw(whens(count, cheap=cheap))), mutation)
+
+
+# Kinds whose requests are all reads (a 429 there is as harmless as Twilio's).
+READ_ONLY_KINDS = frozenset(k for k in KIND_SHAPES if k is not None and not k.startswith("update_"))
 
 
 def plans(kinds: tuple[str, ...]) -> st.SearchStrategy[Plan]:
