@@ -360,3 +360,33 @@ def test_the_rate_cap_recovers_by_about_ten_percent_a_second():
         return limiter.rate_cap
 
     assert 109 < asyncio.run(go()) < 111
+
+
+class CountingMetrics(Metrics):
+    """Metrics that also count the pauses waited (one per sleep)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses = 0
+
+    def paced(self, seconds: float) -> None:
+        self.pauses += 1
+        super().paced(seconds)
+
+
+def test_waiters_under_a_rate_cap_take_turns_instead_of_all_waking_at_each_send():
+    metrics = CountingMetrics()
+    limiter = AdaptiveLimiter(64, metrics=metrics)
+    limiter.rate_cap = 400.0  # one send every 2.5 ms
+    waiters = 40
+
+    async def one() -> None:
+        limiter.release(await limiter.acquire("fetch_task"), status=200)
+
+    async def go() -> None:
+        await asyncio.gather(*(one() for _ in range(waiters)))
+
+    asyncio.run(go())
+    # Each send waits out its own pause once (twice at worst); a herd that all wakes at every
+    # send sleeps about waiters² / 2 = 800 times.
+    assert metrics.pauses <= 2 * waiters, metrics.pauses
