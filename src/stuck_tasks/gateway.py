@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twilio.rest import Client
 
@@ -65,11 +65,19 @@ def _sid(value: object, prefix: str, what: str) -> str:
     return value
 
 
-def _same(found: T, sid: str, asked: str, what: str) -> T:
+class _HasSid(Protocol):
+    @property
+    def sid(self) -> str: ...
+
+
+S = TypeVar("S", bound=_HasSid)
+
+
+def _same(found: S, asked: str, what: str) -> S:
     """An answer about another resource than the one asked for (a proxy replaying an earlier
     answer, say) is not evidence of anything."""
-    if sid != asked:
-        raise BadResponse(f"Twilio's answer for {what} {asked} was about {sid}")
+    if found.sid != asked:
+        raise BadResponse(f"Twilio's answer for {what} {asked} was about {found.sid}")
     return found
 
 
@@ -208,8 +216,11 @@ class TwilioGateway:
         page = await self._call(first, lambda p: p)
         seen: set[str] = set()
         while True:
-            found.extend(await self._call(_ready(page), lambda p: [convert(x) for x in p]))
-            url = await self._call(_ready(page), lambda p: _text(p.next_page_url, "next page URL"))
+            items, url = await self._call(
+                _ready(page),
+                lambda p: ([convert(x) for x in p], _text(p.next_page_url, "next page URL")),
+            )
+            found.extend(items)
             if not url:
                 return found
             if url in seen or len(seen) >= 100:
@@ -238,7 +249,7 @@ class TwilioGateway:
 
         def convert(answer: Any) -> TaskRecord:
             record = task_record(answer.data, header(answer.headers, "ETag"), attributes_known=True)
-            return _same(record, record.sid, sid, "task")
+            return _same(record, sid, "task")
 
         return await self._call(context.fetch_with_http_info_async, convert)
 
@@ -267,14 +278,14 @@ class TwilioGateway:
                 end_time=_when(c.end_time),
                 date_updated=_when(c.date_updated),
             )
-            return _same(found, found.sid, sid, "call")
+            return _same(found, sid, "call")
 
         return await self._call(self._account().calls(sid).fetch_async, convert)
 
     async def fetch_conference(self, sid: str) -> ConferenceFacts:
         return await self._call(
             self._account().conferences(sid).fetch_async,
-            lambda c: _same(_conference(c), _conference(c).sid, sid, "conference"),
+            lambda c: _same(_conference(c), sid, "conference"),
         )
 
     async def conferences_named(self, name: str, *, status: str) -> Conferences:
@@ -307,7 +318,6 @@ class TwilioGateway:
             self._channel(interaction_sid, channel_sid).fetch_async,
             lambda c: _same(
                 ChannelFacts(_sid(c.sid, "UO", "channel"), _text(c.status, "channel status") or ""),
-                c.sid,
                 channel_sid,
                 "interaction channel",
             ),
@@ -335,7 +345,6 @@ class TwilioGateway:
                     _text(c.state, "conversation state") or "",
                     _when(c.date_updated),
                 ),
-                c.sid,
                 sid,
                 "conversation",
             ),
