@@ -262,10 +262,10 @@ class Run:
             filters = {}
             if self.settings.task_queue:
                 queue = await self._resolve(gw, workspace, self.settings.task_queue, "task queue")
-                filters["task_queue_sid"] = queue.sid
+                filters["TaskQueueSid"] = queue.sid
             if self.settings.workflow:
                 flow = await self._resolve(gw, workspace, self.settings.workflow, "workflow")
-                filters["workflow_sid"] = flow.sid
+                filters["WorkflowSid"] = flow.sid
         self.target = Target(
             workspace_sid=workspace.sid,
             workspace_name=workspace.friendly_name,

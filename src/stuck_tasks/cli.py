@@ -7,6 +7,7 @@ module drives (``execute()``, then ``answer()`` after the question) and whose re
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -912,6 +913,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    # A run makes a few short-lived objects per request, nearly all freed by reference counting;
+    # at the default threshold (a pass per 700 net allocations) the cyclic collector spent about
+    # 5 % of the CPU re-scanning the run's long-lived records. Start-up's objects (modules,
+    # classes) are frozen out of its scans.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     # Outside a phase (at the question, say) SIGTERM and SIGHUP end the run like Ctrl-C does,
     # so the audit footer is still written; during a phase the run's own handlers take over.
     for name in ("SIGTERM", "SIGHUP"):

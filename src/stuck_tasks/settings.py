@@ -56,7 +56,8 @@ class Scope:
     """Which tasks a run looks at, with names already resolved to SIDs."""
 
     workspace_sid: str
-    filters: Mapping[str, str] = field(default_factory=dict)  # twilio list kwargs
+    # Task list query parameters, by Twilio's names (TaskQueueSid, WorkflowSid).
+    filters: Mapping[str, str] = field(default_factory=dict)
     task_sids: tuple[str, ...] = ()
     limit: int | None = None
 

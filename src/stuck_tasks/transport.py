@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import time
@@ -146,6 +147,7 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     return min(max(0.0, seconds), 600.0) if seconds == seconds else None
 
 
+@functools.lru_cache(maxsize=4)
 def _basic_auth(username: str, password: str) -> str:
     token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
     return f"Basic {token}"
@@ -193,6 +195,10 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
         base = urlsplit(connection.base_url) if connection.base_url else None
         self._base = (base.scheme, base.netloc) if base else None
         self._proxies: dict[tuple[str, str], str | None] = {}
+        # "https://taskrouter.twilio.com/" and the like: a URL that starts with one of these
+        # names a Twilio host on the default port with no credentials in it, so the common
+        # case skips urlsplit (every other URL gets the full check).
+        self._prefixes = tuple(f"https://{host}/" for host in sorted(self._hosts))
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -208,6 +214,9 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
                 # HTTPS_PROXY/NO_PROXY are honoured by _proxy_for, once per host.
                 trust_env=False,
                 auto_decompress=True,
+                # Twilio's REST API sets no cookie we need, and none should travel between
+                # requests: no jar, and no jar to consult on every request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -226,6 +235,12 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
     def _target(self, url: str) -> tuple[str, str, str]:
         """(the URL to connect to, the Twilio host it is meant for, the path); refuses other
         hosts."""
+        if url.startswith(self._prefixes) and "#" not in url:
+            host_end = url.index("/", 8)
+            path, _, _ = url[host_end:].partition("?")
+            if self._base is None:
+                return url, url[8:host_end], path
+            return f"{self._base[0]}://{self._base[1]}{url[host_end:]}", url[8:host_end], path
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if parts.scheme != "https" or host not in self._hosts or parts.port not in (None, 443):
