@@ -1,6 +1,9 @@
-"""The gateway and the transport's fast paths. The gateway reads the hot answers (tasks, calls, conferences) from twilio's parsed payload
-rather than its instance classes: these pin that reading to twilio's own parsers and to the
-shapes Twilio documents."""
+"""The gateway's and the transport's fast paths.
+
+The gateway reads the hot answers (tasks, calls, conferences) from twilio's parsed payload
+rather than its instance classes: these tests pin that reading to twilio's own parsers and to
+the shapes Twilio documents. The transport checks a request's host by prefix first: it must
+agree with the full parse."""
 
 from __future__ import annotations
 
