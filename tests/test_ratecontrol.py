@@ -390,3 +390,72 @@ def test_waiters_under_a_rate_cap_take_turns_instead_of_all_waking_at_each_send(
     # Each send waits out its own pause once (twice at worst); a herd that all wakes at every
     # send sleeps about waiters² / 2 = 800 times.
     assert metrics.pauses <= 2 * waiters, metrics.pauses
+
+
+# ------------------------------------------------------------------ slow start
+
+
+def test_slow_start_grows_to_the_ceiling_while_there_is_demand():
+    """200 workers, each sending its next request as soon as its last is answered."""
+    limiter = AdaptiveLimiter(100, metrics=Metrics(), start=16)
+    seen: list[tuple[float, int]] = []  # (limit, in flight) every round trip or so
+
+    async def worker():
+        for _ in range(20):
+            ticket = await limiter.acquire()
+            await asyncio.sleep(0.01)  # the round trip
+            limiter.release(ticket, status=200)
+
+    async def watch():
+        while True:
+            await asyncio.sleep(0.01)
+            seen.append((limiter.limit, limiter.in_flight))
+
+    async def go():
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.gather(*(worker() for _ in range(200)))
+        watcher.cancel()
+
+    asyncio.run(go())
+    limits = [limit for limit, _ in seen]
+    assert limits[0] < 100  # it did not begin at the ceiling
+    assert limits == sorted(limits)  # only grew
+    assert limiter.limit == 100.0  # up to the ceiling
+    assert max(in_flight for _, in_flight in seen) <= 100  # never past it
+
+
+def test_slow_start_does_not_grow_while_the_slots_are_not_all_used():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock, start=16)
+
+    async def go():
+        for _ in range(50):  # one request at a time, like the listing's pages
+            ticket = await limiter.acquire()
+            clock.now += 0.1
+            limiter.release(ticket, status=200)
+        return limiter.limit
+
+    assert asyncio.run(go()) == 16.0
+
+
+def test_the_first_429_ends_slow_start():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock, start=16)
+
+    async def go():
+        tickets = [await limiter.acquire() for _ in range(16)]  # every slot taken
+        clock.now += 0.1
+        limiter.release(tickets.pop(), status=429)
+        cut = limiter.limit
+        for ticket in tickets:  # successes now grow it by 1/limit each, not by 1
+            limiter.release(ticket, status=200)
+        return cut, limiter.limit
+
+    cut, after = asyncio.run(go())
+    assert cut == pytest.approx(16 * 0.7)
+    assert cut < after < cut + 1.5
+
+
+def test_without_start_the_limiter_begins_at_its_ceiling():
+    assert AdaptiveLimiter(64, metrics=Metrics()).limit == 64.0
+    assert AdaptiveLimiter(8, metrics=Metrics(), start=16).limit == 8.0

@@ -39,7 +39,15 @@ from .gateway import gateway_factory
 from .guards import Counts
 from .models import ApplyResult, Case, Gateway, Named, Outcome, Workspace
 from .pipeline import Job, OpenGateway, Pipeline, Plan, Ran
-from .ratecontrol import AdaptiveLimiter, Metrics, Reads, RetryPolicy, Stop, StopReason
+from .ratecontrol import (
+    SLOW_START,
+    AdaptiveLimiter,
+    Metrics,
+    Reads,
+    RetryPolicy,
+    Stop,
+    StopReason,
+)
 from .report import (
     EXIT_FATAL,
     EXIT_INTERRUPTED,
@@ -138,7 +146,7 @@ class Run:
         self.metrics = Metrics()
         self.clock = TwilioClock()
         self.stop = Stop()
-        self.limiter = AdaptiveLimiter(settings.concurrency, metrics=self.metrics)
+        self.limiter = AdaptiveLimiter(settings.concurrency, metrics=self.metrics, start=SLOW_START)
         self._signals = signals
         self._started = time.monotonic()
         self._active = 0.0  # seconds spent in phases (time at the question excluded)

@@ -165,8 +165,19 @@ class Ticket:
     kind: str
 
 
+SLOW_START = 16  # requests in flight a run begins with (see AdaptiveLimiter's start)
+
+
 class AdaptiveLimiter:
-    """An AIMD concurrency limiter, shared by all workers of a run, with per-endpoint pacing."""
+    """An AIMD concurrency limiter, shared by all workers of a run, with per-endpoint pacing.
+
+    With ``start``, it begins with that many requests in flight and grows like TCP's slow
+    start: one more for each success that arrives while every slot is taken or a request waits
+    for one (so about double per round trip), until the ceiling or the first 429 of the
+    account's limits, then AIMD.
+    A run asked for more concurrency than the account allows then meets that limit with a few
+    429s instead of a burst of them, and opens fewer connections it cannot use.
+    """
 
     def __init__(
         self,
@@ -177,12 +188,15 @@ class AdaptiveLimiter:
         floor: int = 1,
         decrease: float = 0.7,
         clock: Callable[[], float] = time.monotonic,
+        start: int | None = None,
     ) -> None:
         if ceiling < 1:
             raise ValueError("ceiling must be at least 1")
         self.ceiling = ceiling
         self.floor = min(floor, ceiling)
-        self.limit = float(ceiling)
+        self.limit = float(ceiling if start is None else max(self.floor, min(start, ceiling)))
+        self._slow_start = self.limit < ceiling
+        self._wanting = 0  # requests waiting to be admitted (for a turn, a pause or a slot)
         self.in_flight = 0
         self.pacer = pacer or Pacer(clock=clock)
         self._decrease = decrease
@@ -212,8 +226,12 @@ class AdaptiveLimiter:
         loop = asyncio.get_running_loop()
         if self._turns_loop is not loop:  # each phase runs in its own loop; a lock binds to one
             self._turns, self._turns_loop = defaultdict(asyncio.Lock), loop
-        async with self._turns[kind]:
-            await self._admit(kind)
+        self._wanting += 1
+        try:
+            async with self._turns[kind]:
+                await self._admit(kind)
+        finally:
+            self._wanting -= 1
         self.in_flight += 1
         self.pacer.sending(kind)
         self._metrics.in_flight(self.in_flight)
@@ -252,6 +270,7 @@ class AdaptiveLimiter:
         retry_after: float | None = None,
     ) -> None:
         """A request ended: ``status`` None when no answer came."""
+        binding = self.in_flight >= int(self.limit) or self._wanting > 0  # demand at the limit
         self.in_flight -= 1
         self.pacer.answered(ticket.kind, status=status, headers=headers)
         if status == 429:
@@ -267,7 +286,11 @@ class AdaptiveLimiter:
                 concurrent = _count(header(headers, "Twilio-Concurrent-Requests"))
                 if concurrent is not None:
                     self._concurrent_ok = max(self._concurrent_ok, concurrent)
-            if self.limit < self.ceiling:
+            if self._slow_start:
+                if binding:
+                    self.limit = min(float(self.ceiling), self.limit + 1.0)
+                    self._slow_start = self.limit < self.ceiling
+            elif self.limit < self.ceiling:
                 self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             if self.rate_cap is not None:
                 self.rate_cap *= 1.0 + 0.1 / max(self.rate_cap, 1.0)
@@ -284,6 +307,7 @@ class AdaptiveLimiter:
     def _throttled(self, ticket: Ticket, retry_after: float | None, *, per_second: bool) -> None:
         now = self._clock()
         # Requests sent before the last cut were sent at the old rate: one cut per round trip.
+        self._slow_start = False
         if ticket.sent_at >= self._last_cut:
             self.limit = max(float(self.floor), self.limit * self._decrease)
             self._last_cut = now
