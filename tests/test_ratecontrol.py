@@ -424,6 +424,13 @@ def test_slow_start_grows_to_the_ceiling_while_there_is_demand():
     assert max(in_flight for _, in_flight in seen) <= 100  # never past it
 
 
+async def waiting(limiter: AdaptiveLimiter, n: int) -> list[asyncio.Future[object]]:
+    """``n`` requests waiting for a slot (demand), registered with the limiter."""
+    waiters = [asyncio.ensure_future(limiter.acquire()) for _ in range(n)]
+    await asyncio.sleep(0)
+    return waiters
+
+
 def test_slow_start_does_not_grow_while_the_slots_are_not_all_used():
     clock = FakeClock()
     limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock, start=16)
@@ -444,16 +451,54 @@ def test_the_first_429_ends_slow_start():
 
     async def go():
         tickets = [await limiter.acquire() for _ in range(16)]  # every slot taken
+        queued = await waiting(limiter, 50)
         clock.now += 0.1
         limiter.release(tickets.pop(), status=429)
         cut = limiter.limit
-        for ticket in tickets:  # successes now grow it by 1/limit each, not by 1
+        for ticket in tickets:
             limiter.release(ticket, status=200)
+        for waiter in queued:
+            waiter.cancel()
         return cut, limiter.limit
 
     cut, after = asyncio.run(go())
     assert cut == pytest.approx(16 * 0.7)
-    assert cut < after < cut + 1.5
+    # Back to just under the 16 that met the 429, not on to 11.2 + 15 as in slow start.
+    assert 0.9 * 16 <= after < 16.5
+
+
+def test_after_a_concurrency_429_the_limit_regains_quickly_then_probes_slowly():
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(200, metrics=Metrics(), clock=clock)
+
+    async def go():
+        tickets = [await limiter.acquire() for _ in range(100)]
+        clock.now += 0.1
+        limiter.release(tickets.pop(), status=429)  # the account said no at 100 in flight
+        cut = limiter.limit
+        for ticket in tickets:
+            limiter.release(ticket, status=200)
+        return cut, limiter.limit
+
+    cut, after = asyncio.run(go())
+    assert cut == pytest.approx(200 * 0.7)  # the cut is of the limit; still above 90 (0.9 of
+    assert after == pytest.approx(140 + 99 / 140, rel=0.01)  # the 100 refused): probing only
+
+    limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock)
+
+    async def again():
+        tickets = [await limiter.acquire() for _ in range(100)]
+        queued = await waiting(limiter, 100)
+        clock.now += 0.1
+        limiter.release(tickets.pop(), status=429)  # 100 -> 70; regain up to 90
+        for ticket in tickets:
+            limiter.release(ticket, status=200)
+        for waiter in queued:
+            waiter.cancel()
+        return limiter.limit
+
+    # 20 successes take it from 70 to 90 at once; the other 79 add about one in all.
+    assert 90.5 < asyncio.run(again()) < 92
 
 
 def test_without_start_the_limiter_begins_at_its_ceiling():

@@ -197,6 +197,7 @@ class AdaptiveLimiter:
         self.limit = float(ceiling if start is None else max(self.floor, min(start, ceiling)))
         self._slow_start = self.limit < ceiling
         self._wanting = 0  # requests waiting to be admitted (for a turn, a pause or a slot)
+        self._regain = 0.0  # after a concurrency 429: grow by one per success up to here
         self.in_flight = 0
         self.pacer = pacer or Pacer(clock=clock)
         self._decrease = decrease
@@ -271,6 +272,7 @@ class AdaptiveLimiter:
     ) -> None:
         """A request ended: ``status`` None when no answer came."""
         binding = self.in_flight >= int(self.limit) or self._wanting > 0  # demand at the limit
+        refused_at = self.in_flight  # in flight when this answer came (itself included)
         self.in_flight -= 1
         self.pacer.answered(ticket.kind, status=status, headers=headers)
         if status == 429:
@@ -279,17 +281,17 @@ class AdaptiveLimiter:
             if header(headers, "X-Rate-Limit-Remaining") is None:
                 concurrent = _count(header(headers, "Twilio-Concurrent-Requests"))
                 per_second = concurrent is not None and concurrent <= self._concurrent_ok
-                self._throttled(ticket, retry_after, per_second=per_second)
+                self._throttled(ticket, retry_after, per_second=per_second, at=refused_at)
         else:
             if status is not None:
                 self._admitted.append(self._clock())
                 concurrent = _count(header(headers, "Twilio-Concurrent-Requests"))
                 if concurrent is not None:
                     self._concurrent_ok = max(self._concurrent_ok, concurrent)
-            if self._slow_start:
+            if self._slow_start or self.limit < self._regain:
                 if binding:
                     self.limit = min(float(self.ceiling), self.limit + 1.0)
-                    self._slow_start = self.limit < self.ceiling
+                    self._slow_start = self._slow_start and self.limit < self.ceiling
             elif self.limit < self.ceiling:
                 self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             if self.rate_cap is not None:
@@ -304,11 +306,18 @@ class AdaptiveLimiter:
             return None
         return float(len(self._admitted))
 
-    def _throttled(self, ticket: Ticket, retry_after: float | None, *, per_second: bool) -> None:
+    def _throttled(
+        self, ticket: Ticket, retry_after: float | None, *, per_second: bool, at: int
+    ) -> None:
         now = self._clock()
-        # Requests sent before the last cut were sent at the old rate: one cut per round trip.
         self._slow_start = False
+        # Requests sent before the last cut were sent at the old rate: one cut per round trip.
         if ticket.sent_at >= self._last_cut:
+            if not per_second:
+                # The account's concurrency limit said no at ``at`` in flight: after the cut,
+                # grow back quickly to a little under that, then probe above it slowly (the
+                # idea of TCP CUBIC, simply), instead of spending 30 round trips at 70-100 %.
+                self._regain = 0.9 * min(self.limit, float(at))
             self.limit = max(float(self.floor), self.limit * self._decrease)
             self._last_cut = now
             admitted = self.admitted_rate(now) if per_second else None
