@@ -8,6 +8,7 @@ import platform
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -60,6 +61,10 @@ def run_in_terminal(
 
     def take_the_terminal() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # As for a person's shell: a test run started in the background (``pytest &`` in a
+        # script) passes SIGINT and SIGQUIT on ignored, and Ctrl-C would then do nothing.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
     proc = subprocess.Popen(
         [stuck_tasks_command(), *args],
