@@ -324,8 +324,9 @@ class Run:
     seconds: float
     changed: set[str]  # tasks Twilio closed: Task API writes and Interactions API writes
     wrong: list[str]
-    audit_closed: set[str] | None  # None: no audit log was written
+    audit_closed: dict[str, str | None] | None  # task -> status_after; None: no audit log
     audit_problem: str | None
+    final: dict[str, str]  # every task's status in the emulator when the run ended
     unconditional_writes: int  # Task API updates that reached Twilio without If-Match
     exchanges: list[Exchange] = field(default_factory=list)
 
@@ -391,18 +392,19 @@ def wrong_closes(world: World) -> list[str]:
     return sorted(wrong)
 
 
-def read_closed(path: Path) -> tuple[set[str] | None, str | None]:
-    """Task SIDs the audit log calls closed; None when there is no log (with the reason)."""
+def read_closed(path: Path) -> tuple[dict[str, str | None] | None, str | None]:
+    """The tasks the audit log calls closed, with the status it says each was left in; None
+    when there is no log (with the reason)."""
     if not path.exists() or not path.read_text(encoding="utf-8").strip():
         return None, None
-    closed: set[str] = set()
+    closed: dict[str, str | None] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             line = json.loads(raw)
         except ValueError:
             return closed, f"audit log line {number} is not JSON: {raw[:80]!r}"
         if line.get("type") == "task" and line.get("outcome") == "closed":
-            closed.add(line["task_sid"])
+            closed[line["task_sid"]] = line.get("status_after")
     return closed, None
 
 
@@ -446,6 +448,7 @@ def run_case(case: Case, workdir: Path) -> Run:
             wrong=wrong_closes(world),
             audit_closed=audit_closed,
             audit_problem=audit_problem,
+            final=world.statuses(),
             unconditional_writes=sum(
                 r.method == "POST" and "/Tasks/" in r.path and r.if_match is None
                 for r in world.emu.request_log
@@ -521,10 +524,17 @@ def record_problems(run: Run) -> list[str]:
     found: list[str] = []
     if run.audit_problem:
         found.append(run.audit_problem)
-    logged = run.audit_closed or set()
+    logged = set(run.audit_closed or {})
     extra = sorted(logged - run.changed)
     if extra:
         found.append(f"audit log: {len(extra)} logged closed but unchanged {extra[:3]}")
+    misstated = sorted(
+        f"{sid} logged {after!r}, Twilio holds {run.final[sid]!r}"
+        for sid, after in (run.audit_closed or {}).items()
+        if after is not None and sid in run.final and run.final[sid] != after
+    )
+    if misstated:
+        found.append(f"audit log: {len(misstated)} closes name the wrong status {misstated[:3]}")
     unrecorded = sorted(run.changed - logged - run.named())
     if unrecorded:
         found.append(
@@ -607,6 +617,12 @@ NAMED_CASES = {
     "truncated-answer-to-a-write": _rule("update_task", Nth(2), Truncate(40)),
     "a-400-to-a-write-that-landed": _rule("update_task", Nth(3), Status(400, "twilio", 80906)),
     "a-call-answer-about-another-call": _rule("fetch_call", From(2), Repeat()),
+    "an-update-answer-without-a-status": _rule(
+        "update_task", Every(2), DeleteKey(("assignment_status",))
+    ),
+    "an-update-answer-naming-the-old-status": _rule(
+        "update_task", Every(2), SetValue(("assignment_status",), "pending")
+    ),
 }
 
 

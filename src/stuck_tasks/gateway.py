@@ -170,10 +170,14 @@ def _conference(c: Mapping[str, Any]) -> ConferenceFacts:
     )
 
 
-def _rows(payload: object, key: str) -> list[Mapping[str, Any]]:
+def _page(response: Any) -> Mapping[str, Any]:
+    """A list page's JSON (twilio's ``page_async`` hands back the raw answer)."""
+    return _object(json.loads(response.text), "list page")
+
+
+def _rows(page: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     """The rows of a list page under ``key`` (``meta.key`` when the page names it, as
     TaskRouter's do), each an object."""
-    page = _object(payload, "list page")
     meta = page.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise _shape("list page meta")
@@ -343,7 +347,9 @@ class TwilioGateway:
 
         def convert(answer: tuple[Any, int, dict[str, str]]) -> Written:
             data, _, answer_headers = answer
-            found = _text(_object(data, "task").get("assignment_status"), "task status")
+            found = _text(
+                _object(data, "task").get("assignment_status"), "task status", optional=False
+            )
             return Written(found or "", header(answer_headers, "ETag") or None)
 
         return await self._call(
@@ -390,7 +396,7 @@ class TwilioGateway:
 
         def convert(response: Any) -> Conferences:
             found = []
-            for c in _rows(json.loads(response.text), "conferences"):
+            for c in _rows(_page(response), "conferences"):
                 if c.get("friendly_name") != name or c.get("status") != status:
                     raise BadResponse(
                         f"Twilio's list of {status} conferences named {name} held another one"
@@ -484,7 +490,7 @@ def _named(item: Any, prefix: str) -> Named:
 
 
 def _task_page(response: Any) -> TaskPage:
-    page = _object(json.loads(response.text), "task list page")
+    page = _page(response)
     # Attributes are null in list results per the spec's prose; read them when present.
     records = tuple(
         task_record(t, attributes_known=t.get("attributes") is not None)

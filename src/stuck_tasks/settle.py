@@ -76,6 +76,13 @@ class TaskStatusWrite:
         written = await gw.update_task(
             workspace_sid, case.sid, status=self.target, reason=self.reason, if_match=etag
         )
+        if written.status != self.target:
+            # A success that names another status is not understood: the task, read again,
+            # says what the write did (the record must not say "closed -> pending").
+            raise BadResponse(
+                f"Twilio's answer to the update said the task is {written.status!r}, "
+                f"not {self.target!r}"
+            )
         return written.status
 
     def refused(self, error: ApiError, attempts: int) -> ApplyResult | None:
