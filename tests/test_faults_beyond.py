@@ -331,7 +331,9 @@ def test_credentials_revoked_stop_every_stage_at_once(tmp_path: Path):
 
 
 def test_credentials_revoked_while_listing_send_no_write(tmp_path: Path):
-    with world_of(Faults(revoke_after=4, max_page_size=100), n_tasks=1000, seed=3) as w:
+    # Three requests answered: the workspace, the account, the first page. The listing asks for
+    # the second page as soon as it has read the first, before any examiner's first fetch.
+    with world_of(Faults(revoke_after=3, max_page_size=100), n_tasks=1000, seed=3) as w:
         audit = tmp_path / "listing.jsonl"
         proc = w.subprocess("--yes", "--json", "--audit-log", str(audit), timeout=60)
         assert proc.returncode == EXIT_USAGE, proc.stderr

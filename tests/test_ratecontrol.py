@@ -392,6 +392,59 @@ def test_waiters_under_a_rate_cap_take_turns_instead_of_all_waking_at_each_send(
     assert metrics.pauses <= 2 * waiters, metrics.pauses
 
 
+def test_a_released_slot_goes_to_the_longest_waiter_at_once_not_to_a_newcomer():
+    """No slot stays empty while its waiter wakes up, and nobody jumps the queue."""
+    limiter = AdaptiveLimiter(2, metrics=Metrics())
+    order: list[str] = []
+
+    async def wants(name: str, kind: str) -> None:
+        ticket = await limiter.acquire(kind)
+        order.append(name)
+        await asyncio.sleep(3600)
+        limiter.release(ticket, status=200)  # pragma: no cover - cancelled first
+
+    async def go() -> None:
+        held = [await limiter.acquire("fetch_task") for _ in range(2)]
+        queued = [
+            asyncio.ensure_future(wants(name, kind))
+            for name, kind in (("a", "fetch_task"), ("b", "fetch_call"), ("c", "fetch_task"))
+        ]
+        await asyncio.sleep(0)
+        assert limiter.in_flight == 2
+        assert order == []
+        for ticket in held:  # two answers in one turn of the loop
+            limiter.release(ticket, status=200)
+        assert limiter.in_flight == 2  # both slots handed over before anyone woke
+        newcomer = asyncio.ensure_future(wants("d", "fetch_task"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert order == ["a", "b"]  # one hop; c and the newcomer still wait
+        for waiting_task in (*queued, newcomer):
+            waiting_task.cancel()
+        await asyncio.gather(*queued, newcomer, return_exceptions=True)
+
+    asyncio.run(go())
+
+
+def test_a_waiter_cancelled_after_being_handed_a_slot_passes_it_on():
+    limiter = AdaptiveLimiter(1, metrics=Metrics())
+
+    async def go() -> None:
+        held = await limiter.acquire()
+        first = asyncio.ensure_future(limiter.acquire())
+        second = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        limiter.release(held, status=200)  # handed to ``first``...
+        first.cancel()  # ...which is cancelled before it runs
+        ticket = await asyncio.wait_for(second, timeout=1)
+        assert first.cancelled()
+        assert limiter.in_flight == 1
+        limiter.release(ticket, status=200)
+        assert limiter.in_flight == 0
+
+    asyncio.run(go())
+
+
 # ------------------------------------------------------------------ slow start
 
 

@@ -221,19 +221,24 @@ class AdaptiveLimiter:
         self._concurrent_ok = 0  # the most Twilio-Concurrent-Requests a success reported
 
     async def acquire(self, kind: str = "") -> Ticket:
-        # Requests of one kind queue for their turn, so one of them at a time waits out a
-        # pause: else every waiter would wake when a pause ends, one would go, and the rest
-        # would sleep again (at a rate cap of 40/s and 64 waiters, 2,500 wake-ups a second).
         loop = asyncio.get_running_loop()
         if self._turns_loop is not loop:  # each phase runs in its own loop; a lock binds to one
             self._turns, self._turns_loop = defaultdict(asyncio.Lock), loop
         self._wanting += 1
         try:
-            async with self._turns[kind]:
-                await self._admit(kind)
+            if not await self._slot(kind):
+                # A pause is pending: requests of one kind queue for their turn, so one of them
+                # at a time waits it out. Else every waiter would wake when a pause ends, one
+                # would go, and the rest would sleep again (at a rate cap of 40/s and 64
+                # waiters, 2,500 wake-ups a second).
+                async with self._turns[kind]:
+                    while not await self._slot(kind):
+                        pause = self._pause(kind)
+                        if pause > 0:
+                            self._metrics.paced(pause)
+                            await asyncio.sleep(pause)
         finally:
             self._wanting -= 1
-        self.in_flight += 1
         self.pacer.sending(kind)
         self._metrics.in_flight(self.in_flight)
         now = self._clock()
@@ -241,26 +246,44 @@ class AdaptiveLimiter:
             self._next_send = max(now, self._next_send) + 1.0 / self.rate_cap
         return Ticket(now, kind)
 
-    async def _admit(self, kind: str) -> None:
-        while True:
-            now = self._clock()
-            pause = max(self._paused_until - now, self.pacer.delay(kind), self._next_send - now)
-            if pause > 0:
-                self._metrics.paced(pause)
-                await asyncio.sleep(pause)
-                continue
-            if self.in_flight < int(self.limit):
-                return
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._wake()  # we were woken, then cancelled: pass the slot on
-                raise
+    def _pause(self, kind: str) -> float:
+        now = self._clock()
+        return max(self._paused_until - now, self.pacer.delay(kind), self._next_send - now)
+
+    async def _slot(self, kind: str) -> bool:
+        """Take a slot, waiting in line (first come, first served) when all are taken: True
+        with the slot taken, False without it when a pause is due first.
+
+        The check for a pause and the caller's ``pacer.sending`` run with no await between
+        them, so the pacer sees every send before it judges the next one. A released slot is
+        handed to the waiter it wakes (counted in ``in_flight`` at once), so a request that
+        arrives in between cannot take it, and no slot stays empty while its waiter wakes up.
+        """
+        if self._pause(kind) > 0:
+            return False
+        if self.in_flight < int(self.limit):
+            if not self._waiters:
+                self.in_flight += 1
+                return True
+            self._wake()  # free slots go to those already waiting first
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self._give_back()  # we were handed a slot, then cancelled: pass it on
+            raise
+        if self._pause(kind) > 0:  # a pause came up while we waited: not now
+            self._give_back()
+            return False
+        return True
+
+    def _give_back(self) -> None:
+        self.in_flight -= 1
+        self._wake()
 
     def release(
         self,
@@ -330,12 +353,12 @@ class AdaptiveLimiter:
             self._paused_until = max(self._paused_until, now + retry_after)
 
     def _wake(self) -> None:
-        free = int(self.limit) - self.in_flight
-        while free > 0 and self._waiters:
+        """Hand each free slot to the longest waiter (it is counted in flight from now)."""
+        while self.in_flight < int(self.limit) and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                free -= 1
+                self.in_flight += 1
 
 
 def _count(raw: str | None) -> int | None:
