@@ -249,24 +249,24 @@ class Run:
     # ------------------------------------------------------------ connect
 
     async def _connect(self) -> None:
+        creds = self.settings.connection.credentials
         async with self._open() as gw:
-            workspace = await self._resolve_workspace(gw)
-            creds = self.settings.connection.credentials
-            if workspace.account_sid != creds.account_sid:
-                raise ConfigError(
-                    f"the credentials belong to account {workspace.account_sid} (workspace "
-                    f"{workspace.sid} is in it), but TWILIO_ACCOUNT_SID is {creds.account_sid}: "
-                    "use the account SID of the key's account, or that account's key; nothing "
-                    "was changed"
-                )
-            account_name = None
-            if not creds.is_api_key:
-                # Standard and Restricted API keys may not read /Accounts (401/20003, 403/70051);
-                # only the auth token is sure to. The name is for people; nothing depends on it.
-                try:
-                    account_name = await self.reads.call(lambda: gw.account_name(creds.account_sid))
-                except (AuthError, NotFound):
-                    account_name = None
+            # The account's name is read alongside the workspace (a round trip saved); it is
+            # awaited, or cancelled and awaited, before the connection closes.
+            naming = asyncio.ensure_future(self._account_name(gw))
+            try:
+                workspace = await self._resolve_workspace(gw)
+                if workspace.account_sid != creds.account_sid:
+                    raise ConfigError(
+                        f"the credentials belong to account {workspace.account_sid} (workspace "
+                        f"{workspace.sid} is in it), but TWILIO_ACCOUNT_SID is "
+                        f"{creds.account_sid}: use the account SID of the key's account, or "
+                        "that account's key; nothing was changed"
+                    )
+                account_name = await naming
+            finally:
+                naming.cancel()
+                await asyncio.gather(naming, return_exceptions=True)
             filters = {}
             if self.settings.task_queue:
                 queue = await self._resolve(gw, workspace, self.settings.task_queue, "task queue")
@@ -283,6 +283,17 @@ class Run:
             base_url=self.settings.connection.base_url,
         )
         self.scope = Scope(workspace.sid, filters, self.settings.task_sids, self.settings.limit)
+
+    async def _account_name(self, gw: Gateway) -> str | None:
+        creds = self.settings.connection.credentials
+        if creds.is_api_key:
+            # Standard and Restricted API keys may not read /Accounts (401/20003, 403/70051);
+            # only the auth token is sure to. The name is for people; nothing depends on it.
+            return None
+        try:
+            return await self.reads.call(lambda: gw.account_name(creds.account_sid))
+        except (AuthError, NotFound):
+            return None
 
     async def _resolve_workspace(self, gw: Gateway) -> Workspace:
         wanted = self.settings.workspace
