@@ -8,7 +8,7 @@ agree with the full parse."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -59,6 +59,33 @@ def test_a_timestamp_is_never_read_where_twilio_would_not_read_it(text: str):
 def test_a_voice_timestamp_reads_as_twilio_reads_it(when: datetime):
     text = format_datetime(when)  # "Tue, 01 Dec 2026 12:00:00 +0000", as the Voice API sends
     assert _rfc2822(text, "t") == deserialize.rfc2822_datetime(text) == when
+
+
+VOICE_FORM = (
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"\d{4} \d\d:\d\d:\d\d "
+)
+
+
+@given(st.from_regex(VOICE_FORM + r"\+0000", fullmatch=True))
+def test_in_the_voice_apis_form_a_timestamp_reads_exactly_as_twilio_reads_it(text: str):
+    """Random digits in the form (31 Feb, hour 47, year 0049): ours equals twilio's reading,
+    or is absent where twilio's raises."""
+    try:
+        found = deserialize.rfc2822_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        found = None
+    assert _rfc2822(text, "t") == (found if isinstance(found, datetime) else None)
+
+
+@given(st.from_regex(VOICE_FORM + r"[+-]\d{4}", fullmatch=True))
+def test_in_the_voice_apis_form_any_offset_reads_as_the_email_parser_reads_it(text: str):
+    try:
+        found = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        found = None
+    expected = found if found is not None and found.tzinfo is not None else None
+    assert _rfc2822(text, "t") == expected
 
 
 @pytest.mark.parametrize(

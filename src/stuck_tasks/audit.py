@@ -25,6 +25,9 @@ from .files import create_private
 from .models import ApplyResult, Case, Outcome
 from .report import Progress, Tally, task_line, utcnow
 
+# json.dumps(line, sort_keys=True, default=str), without building an encoder for every line.
+_encode = json.JSONEncoder(sort_keys=True, default=str).encode
+
 
 class AuditLog:
     """Append-only, flushed line by line."""
@@ -38,7 +41,7 @@ class AuditLog:
         if self._file is None:
             raise AuditFailed(f"the audit log {self.path} cannot be written: {self.failed}")
         try:
-            self._file.write(json.dumps(line, sort_keys=True, default=str) + "\n")
+            self._file.write(_encode(line) + "\n")
             self._file.flush()
         except OSError as error:
             self.failed = error.strerror or type(error).__name__

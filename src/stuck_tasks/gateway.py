@@ -106,6 +106,19 @@ def _object(payload: object, what: str) -> Mapping[str, Any]:
 
 
 _ISO_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII)
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+# "Tue, 01 Dec 2026 12:00:00 +0000": read without the email parser, in half its time. (Years
+# before 1000 go to the email parser, which reads "0049" as 2049.)
+_RFC2822_UTC = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) (" + "|".join(_MONTHS) + r") ([1-9]\d{3}) "
+    r"(\d\d):(\d\d):(\d\d) \+0000",
+    re.ASCII,
+)
 
 
 def _iso(value: object, what: str) -> datetime | None:
@@ -130,6 +143,15 @@ def _rfc2822(value: object, what: str) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise _shape(what)
+    exact = _RFC2822_UTC.fullmatch(value)
+    if exact is not None:  # the form the Voice API sends (the email parser reads it too)
+        day, month, year, hour, minute, second = exact.groups()
+        try:
+            return datetime(
+                int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC
+            )
+        except ValueError:
+            return None  # the form, not a date (31 Nov): the email parser fails on it too
     try:
         found = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
