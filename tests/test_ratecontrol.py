@@ -498,6 +498,45 @@ def test_slow_start_does_not_grow_while_the_slots_are_not_all_used():
     assert asyncio.run(go()) == 16.0
 
 
+def rounds_of_slow_start(rtts: list[float]) -> list[float]:
+    """Slow start with every slot taken and more waiting, one round trip of ``rtts`` after
+    another (fake clock): the limit at the end of each round."""
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(1000, metrics=Metrics(), clock=clock, start=16)
+    limits = []
+
+    async def go():
+        queued = await waiting(limiter, 2000)  # demand: 16 admitted, the rest wait
+        held = [waiter for waiter in queued if waiter.done()]
+        for rtt in rtts:
+            clock.now += rtt
+            for done in held:
+                limiter.release(done.result(), status=200)
+            await asyncio.sleep(0)  # the freed slots' waiters take them
+            held = [w for w in queued if w.done() and not w.cancelled()][-int(limiter.limit) :]
+            queued = [w for w in queued if not w.done()]
+            limits.append(limiter.limit)
+        for waiter in queued:
+            waiter.cancel()
+
+    asyncio.run(go())
+    return limits
+
+
+def test_slow_start_doubles_while_answers_come_back_as_fast_as_ever():
+    limits = rounds_of_slow_start([0.08] * 4)
+    assert limits == [32.0, 64.0, 128.0, 256.0]
+
+
+def test_slow_start_ends_once_even_the_fastest_answers_take_longer():
+    """Requests queue (here: a client that cannot keep up with its answers): the round trip
+    grows from 80 to 100 ms, and the limit stops doubling."""
+    limits = rounds_of_slow_start([0.08, 0.08, 0.1, 0.1, 0.1])
+    assert limits[:2] == [32.0, 64.0]
+    assert limits[2] < 80  # the first slow round ends it within its first eight answers
+    assert limits[-1] - limits[2] < 3  # then about one more per round trip
+
+
 def test_the_first_429_ends_slow_start():
     clock = FakeClock()
     limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock, start=16)
