@@ -6,11 +6,14 @@ becomes a record: an answer that is not understood (not JSON, too deep, a field 
 type, a row that is not an object) is a ``BadResponse``, never a traceback.
 
 The requests a run makes per task (task list pages, task fetches and updates, calls,
-conferences) go through twilio's ``Version`` layer (``fetch_with_response_info_async``,
-``update_with_response_info_async``, ``page_async``) and read the JSON payload it parsed. The
-generated instance classes would parse every timestamp of every row with ``strptime`` first: a
-tenth of the tool's CPU per request, and the CPU per request is what bounds a large run. The
-set-up and Flex requests, a handful per run, use the instance classes.
+conferences) and the set-up (account, workspaces, task queues, workflows) go through twilio's
+``Version`` layer (``fetch_with_response_info_async``, ``update_with_response_info_async``,
+``page_async``) and read the JSON payload it parsed. The generated instance classes would parse
+every timestamp of every row with ``strptime`` first: a tenth of the tool's CPU per request, and
+the CPU per request is what bounds a large run. Their packages are not even imported (0.15 s of
+every run's start-up): the two ``Version`` objects are made from twilio's own ``Domain`` and
+``Version`` classes, as its ``TaskrouterBase``/``V1`` and ``ApiBase``/``V2010`` make them. The
+Flex requests (``--channels messaging``) use the instance classes.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from twilio.base.domain import Domain
+from twilio.base.version import Version
 from twilio.rest import Client
 
 from . import __version__
@@ -242,8 +246,10 @@ class TwilioGateway:
             environment={"_": ""},  # never let twilio read TWILIO_* from os.environ behind us
             user_agent_extensions=[f"stuck-tasks/{__version__}"],
         )
-        self._taskrouter = self._client.taskrouter.v1
-        self._api = self._client.api.v2010
+        # As twilio's TaskrouterBase/V1 and ApiBase/V2010 make them, without importing the
+        # generated resource packages behind Client.taskrouter and Client.api.
+        self._taskrouter = Version(Domain(self._client, "https://taskrouter.twilio.com"), "v1")
+        self._api = Version(Domain(self._client, "https://api.twilio.com"), "2010-04-01")
         self._account_uri = f"/Accounts/{creds.account_sid}"
 
     def __repr__(self) -> str:
@@ -270,62 +276,74 @@ class TwilioGateway:
         except Exception as exc:
             raise BadResponse(f"Twilio's answer could not be read ({type(exc).__name__})") from exc
 
-    def _workspaces(self) -> Any:
-        return self._client.taskrouter.v1.workspaces
-
     # ------------------------------------------------------------ set-up
 
     async def account_name(self, sid: str) -> str:
         """The account's friendly name (the body also holds the auth token: read one field)."""
         return await self._call(
-            self._client.api.v2010.accounts(sid).fetch_async,
-            lambda a: _text(a.friendly_name, "account name") or "",
+            lambda: self._api.fetch_async("GET", f"/Accounts/{sid}.json", headers=dict(_JSON)),
+            lambda a: _text(_object(a, "account").get("friendly_name"), "account name") or "",
         )
 
     async def workspaces(self, friendly_name: str | None = None) -> list[Workspace]:
-        kwargs: dict[str, Any] = {"page_size": 1000}
+        params: dict[str, object] = {"PageSize": 1000}
         if friendly_name is not None:
-            kwargs["friendly_name"] = friendly_name
-        return await self._every_page(
-            self._workspaces(), lambda: self._workspaces().page_async(**kwargs), _workspace
-        )
+            params["FriendlyName"] = friendly_name
+        return await self._every_page("/Workspaces", params, "workspaces", _workspace)
 
     async def workspace(self, sid: str) -> Workspace:
-        return await self._call(self._workspaces()(sid).fetch_async, _workspace)
+        return await self._call(
+            lambda: self._taskrouter.fetch_async("GET", f"/Workspaces/{sid}", headers=dict(_JSON)),
+            lambda w: _workspace(_object(w, "workspace")),
+        )
 
     async def task_queues(self, workspace_sid: str) -> list[Named]:
-        queues = self._workspaces()(workspace_sid).task_queues
         return await self._every_page(
-            queues, lambda: queues.page_async(page_size=1000), lambda q: _named(q, "WQ")
+            f"/Workspaces/{workspace_sid}/TaskQueues",
+            {"PageSize": 1000},
+            "task_queues",
+            lambda q: _named(q, "WQ"),
         )
 
     async def workflows(self, workspace_sid: str) -> list[Named]:
-        flows = self._workspaces()(workspace_sid).workflows
         return await self._every_page(
-            flows, lambda: flows.page_async(page_size=1000), lambda w: _named(w, "WW")
+            f"/Workspaces/{workspace_sid}/Workflows",
+            {"PageSize": 1000},
+            "workflows",
+            lambda w: _named(w, "WW"),
         )
 
     async def _every_page(
-        self, listing: Any, first: Callable[[], Awaitable[Any]], convert: Callable[[Any], T]
+        self,
+        uri: str,
+        params: Mapping[str, object],
+        key: str,
+        convert: Callable[[Mapping[str, Any]], T],
     ) -> list[T]:
-        """Every item of a (short) list, page by page; a page URL that repeats is refused.
+        """Every item of a (short) TaskRouter list, page by page; a page URL that repeats is
+        refused (twilio's own ``list_async`` would follow a ``next_page_url`` that loops)."""
 
-        twilio's own ``list_async`` would follow a ``next_page_url`` that loops for ever."""
+        def read(response: Any) -> tuple[list[T], str | None]:
+            page = _page(response)
+            return [convert(row) for row in _rows(page, key)], _next_page_url(page)
+
         found: list[T] = []
-        page = await self._call(first, lambda p: p)
+        items, url = await self._call(
+            lambda: self._taskrouter.page_async("GET", uri, params=params, headers=dict(_FORM)),
+            read,
+        )
         seen: set[str] = set()
         while True:
-            items, url = await self._call(
-                _ready(page),
-                lambda p: ([convert(x) for x in p], _text(p.next_page_url, "next page URL")),
-            )
             found.extend(items)
             if not url:
                 return found
             if url in seen or len(seen) >= 100:
                 raise BadResponse("Twilio's list named a page it had already given (a loop)")
             seen.add(url)
-            page = await self._call(partial(listing.get_page_async, url), lambda p: p)
+            items, url = await self._call(
+                lambda u=url: self._client.request_async("GET", u),  # type: ignore[misc]
+                read,
+            )
 
     # ------------------------------------------------------------ tasks
 
@@ -492,23 +510,18 @@ class TwilioGateway:
         )
 
 
-def _ready(value: T) -> Callable[[], Awaitable[T]]:
-    async def answer() -> T:
-        return value
-
-    return answer
-
-
-def _workspace(ws: Any) -> Workspace:
+def _workspace(ws: Mapping[str, Any]) -> Workspace:
     return Workspace(
-        _sid(ws.sid, "WS", "workspace"),
-        _text(ws.friendly_name, "workspace name") or "",
-        _sid(ws.account_sid, "AC", "workspace account"),
+        _sid(ws.get("sid"), "WS", "workspace"),
+        _text(ws.get("friendly_name"), "workspace name") or "",
+        _sid(ws.get("account_sid"), "AC", "workspace account"),
     )
 
 
-def _named(item: Any, prefix: str) -> Named:
-    return Named(_sid(item.sid, prefix, "resource"), _text(item.friendly_name, "name") or "")
+def _named(item: Mapping[str, Any], prefix: str) -> Named:
+    return Named(
+        _sid(item.get("sid"), prefix, "resource"), _text(item.get("friendly_name"), "name") or ""
+    )
 
 
 def _task_page(response: Any) -> TaskPage:
