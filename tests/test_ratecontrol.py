@@ -528,13 +528,15 @@ def test_slow_start_doubles_while_answers_come_back_as_fast_as_ever():
     assert limits == [32.0, 64.0, 128.0, 256.0]
 
 
-def test_slow_start_ends_once_even_the_fastest_answers_take_longer():
-    """Requests queue (here: a client that cannot keep up with its answers): the round trip
-    grows from 80 to 100 ms, and the limit stops doubling."""
-    limits = rounds_of_slow_start([0.08, 0.08, 0.1, 0.1, 0.1])
+def test_slow_start_holds_while_even_the_fastest_answers_take_longer_then_grows_again():
+    """Requests queue (a client that cannot keep up with its answers, a list page that held
+    up the server): the round trip grows from 80 to 100 ms, and the limit stops doubling until
+    the answers come back as fast as before."""
+    limits = rounds_of_slow_start([0.08, 0.08, 0.1, 0.1, 0.1, 0.08, 0.08])
     assert limits[:2] == [32.0, 64.0]
-    assert limits[2] < 80  # the first slow round ends it within its first eight answers
-    assert limits[-1] - limits[2] < 3  # then about one more per round trip
+    assert 64 < limits[2] <= 64 + 8  # held within the first slow round's first eight answers
+    assert limits[3] == limits[4] == limits[2]  # and while the answers stay slow
+    assert limits[6] > 2 * limits[4]  # doubling again once they are fast
 
 
 def test_the_first_429_ends_slow_start():

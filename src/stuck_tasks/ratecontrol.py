@@ -313,12 +313,12 @@ class AdaptiveLimiter:
                 now = self._clock()
                 self._admitted.append(now)
                 if self._slow_start:
-                    self._delayed(now - ticket.sent_at)
+                    self._sample_rtt(now - ticket.sent_at)
                 concurrent = _count(header(headers, "Twilio-Concurrent-Requests"))
                 if concurrent is not None:
                     self._concurrent_ok = max(self._concurrent_ok, concurrent)
             if self._slow_start or self.limit < self._regain:
-                if binding:
+                if binding and not (self._slow_start and self._queueing()):
                     self.limit = min(float(self.ceiling), self.limit + 1.0)
                     self._slow_start = self._slow_start and self.limit < self.ceiling
             elif self.limit < self.ceiling:
@@ -327,20 +327,22 @@ class AdaptiveLimiter:
                 self.rate_cap *= 1.0 + 0.1 / max(self.rate_cap, 1.0)
         self._wake()
 
-    def _delayed(self, rtt: float) -> None:
-        """End slow start once even the fastest recent answers took clearly longer than the
-        fastest ever (HyStart's delay test, as in Linux's CUBIC): requests are queueing, here
-        or at Twilio, and more in flight would only wait longer. Without it a run that cannot
-        keep up with its answers counts its own backlog as in flight, and slow start grows on
-        into connections that add nothing (at ``--concurrency 200`` against a limit of 100, 195
-        in flight where 130 did as well)."""
+    def _sample_rtt(self, rtt: float) -> None:
         self._min_rtt = min(self._min_rtt, rtt)
         self._recent_rtts.append(rtt)
+
+    def _queueing(self) -> bool:
+        """Whether even the fastest recent answers took clearly longer than the fastest ever
+        (HyStart's delay test, as in Linux's CUBIC): requests are queueing, here or at Twilio,
+        and more in flight would only wait longer. Slow start holds its limit while they do and
+        grows again when they stop (a list page that held up the answers for a moment). A run
+        that cannot keep up with its answers would otherwise count its own backlog as room to
+        grow: at ``--concurrency 200`` against a limit of 100, 195 in flight and as many
+        connections, where 130 did as well."""
         if len(self._recent_rtts) < _RTT_SAMPLES:
-            return
+            return False
         allowance = min(max(self._min_rtt / 8, 0.004), 0.016)
-        if min(self._recent_rtts) > self._min_rtt + allowance:
-            self._slow_start = False
+        return min(self._recent_rtts) > self._min_rtt + allowance
 
     def admitted_rate(self, now: float) -> float | None:
         """Non-429 answers per second over the last second; None before a second has passed."""
