@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -445,6 +446,27 @@ def test_a_waiter_cancelled_after_being_handed_a_slot_passes_it_on():
     asyncio.run(go())
 
 
+def test_a_slot_freed_without_a_wake_up_is_still_taken_by_a_newcomer():
+    """However the limit came to have room while some wait (here: raised from outside), the
+    waiters get it first and a newcomer takes what is left: nobody waits beside a free slot."""
+    limiter = AdaptiveLimiter(3, metrics=Metrics())
+    limiter.limit = 1.0
+
+    async def go() -> None:
+        held = await limiter.acquire()
+        first = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        limiter.limit = 3.0  # room for two more, and nobody woken
+        newcomer = await asyncio.wait_for(limiter.acquire(), timeout=1)
+        await asyncio.wait_for(first, timeout=1)
+        assert limiter.in_flight == 3
+        for ticket in (held, first.result(), newcomer):
+            limiter.release(ticket, status=200)
+        assert limiter.in_flight == 0
+
+    asyncio.run(go())
+
+
 # ------------------------------------------------------------------ slow start
 
 
@@ -507,15 +529,16 @@ def rounds_of_slow_start(rtts: list[float]) -> list[float]:
 
     async def go():
         queued = await waiting(limiter, 2000)  # demand: 16 admitted, the rest wait
-        held = [waiter for waiter in queued if waiter.done()]
-        for rtt in rtts:
+        held: list[asyncio.Future[Any]] = []
+        for rtt in [0.0, *rtts]:
             clock.now += rtt
             for done in held:
                 limiter.release(done.result(), status=200)
             await asyncio.sleep(0)  # the freed slots' waiters take them
-            held = [w for w in queued if w.done() and not w.cancelled()][-int(limiter.limit) :]
+            held = [w for w in queued if w.done()]
             queued = [w for w in queued if not w.done()]
             limits.append(limiter.limit)
+        del limits[0]  # the first 16, before any answer
         for waiter in queued:
             waiter.cancel()
 

@@ -265,10 +265,10 @@ class AdaptiveLimiter:
         if self._pause(kind) > 0:
             return False
         if self.in_flight < int(self.limit):
-            if not self._waiters:
+            self._wake()  # a free slot goes to those already waiting first
+            if self.in_flight < int(self.limit):
                 self.in_flight += 1
                 return True
-            self._wake()  # free slots go to those already waiting first
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
