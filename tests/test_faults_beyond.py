@@ -35,8 +35,12 @@ from aiohttp import web
 
 from conftest import World, make_world, stuck_tasks_command
 from fault_scenarios import wrong_closures
+from stuck_tasks.clock import TwilioClock
 from stuck_tasks.emulator import Faults
-from stuck_tasks.ratecontrol import RetryPolicy
+from stuck_tasks.errors import AuthError, Stopped
+from stuck_tasks.gateway import TwilioGateway
+from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, RetryPolicy, Stop
+from stuck_tasks.settings import Connection, Credentials
 from terminal import run_in_terminal
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -328,6 +332,37 @@ def test_credentials_revoked_stop_every_stage_at_once(tmp_path: Path):
             f"{len(sent_after)} were sent after the first refusal had been answered: "
             + ", ".join(f"{r.method} {r.path.rsplit('/', 2)[-2]}" for r in sent_after)
         )
+
+
+def test_a_refused_credential_stops_the_run_before_its_slot_goes_to_the_next_request():
+    """The test above, made deterministic: one slot, and a second request waiting for it when
+    the first is answered 401. The stage that asked learns of the refusal loop turns later;
+    the transport acts on it at once, so the waiting request is never sent."""
+    with world_of(Faults(revoke_after=0), n_tasks=3, seed=3) as w:
+        sids = list(w.statuses())[:2]
+        creds = Credentials(w.account_sid, w.auth_token, w.account_sid)
+        metrics, stop = Metrics(), Stop()
+
+        async def go() -> list[object]:
+            gateway = TwilioGateway(
+                Connection(creds, base_url=w.emu.base_url),
+                limiter=AdaptiveLimiter(1, metrics=metrics),
+                metrics=metrics,
+                clock=TwilioClock(),
+                stop=stop,
+            )
+            try:
+                asked = [gateway.fetch_task(w.workspace_sid, sid) for sid in sids]
+                return await asyncio.gather(*asked, return_exceptions=True)
+            finally:
+                await gateway.aclose()
+
+        first, second = asyncio.run(go())
+        fetches = [r for r in w.emu.request_log if "/Tasks/" in r.path]
+    assert isinstance(first, AuthError), first
+    assert isinstance(second, Stopped), second
+    assert stop.error is first
+    assert len(fetches) == 1
 
 
 def test_credentials_revoked_while_listing_send_no_write(tmp_path: Path):

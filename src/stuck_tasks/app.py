@@ -289,10 +289,11 @@ class Run:
         if creds.is_api_key:
             # Standard and Restricted API keys may not read /Accounts (401/20003, 403/70051);
             # only the auth token is sure to. The name is for people; nothing depends on it.
+            # (With the auth token a 401 is credentials refused: it stops the run, as anywhere.)
             return None
         try:
             return await self.reads.call(lambda: gw.account_name(creds.account_sid))
-        except (AuthError, NotFound):
+        except NotFound:
             return None
 
     async def _resolve_workspace(self, gw: Gateway) -> Workspace:

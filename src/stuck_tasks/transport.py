@@ -286,6 +286,7 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
         started = time.monotonic()
         status: int | None = None
         answer_headers: Mapping[str, str] = {}
+        refused: ApiError | None = None
         try:
             async with session.request(
                 method,
@@ -300,6 +301,12 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
             ) as answer:
                 status, answer_headers = answer.status, answer.headers
                 body = await _read_capped(answer)
+            if status in (401, 403):
+                # Credentials refused stop every stage, but the error reaches the stage that
+                # asked a loop turn or two later (through asyncio.gather), while this slot goes
+                # to the next request at once: the run stops here first, so nothing new is sent.
+                refused = error_from(status, _decode(body, kind), answer_headers, kind)
+                self._stop.fail(refused)
         except (TimeoutError, aiohttp.ClientError) as exc:
             self._metrics.no_answer()
             self._log(method, path, None, started, kind)
@@ -318,6 +325,8 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
         self._clock.observe(header(answer_headers, "Date"))
         self._metrics.answered(status)
         self._log(method, path, status, started, kind)
+        if refused is not None:
+            raise refused
         text = _decode(body, kind)
         if status >= 400:
             raise error_from(status, text, answer_headers, kind)
