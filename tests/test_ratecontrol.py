@@ -11,7 +11,14 @@ import pytest
 from stuck_tasks.clock import TwilioClock
 from stuck_tasks.errors import ApiError, DeadlineExceeded, Stopped, TransportError
 from stuck_tasks.pacing import Pacer
-from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Reads, RetryPolicy, Stop
+from stuck_tasks.ratecontrol import (
+    HOLD_AFTER_429,
+    AdaptiveLimiter,
+    Metrics,
+    Reads,
+    RetryPolicy,
+    Stop,
+)
 
 
 class FakeClock:
@@ -584,7 +591,7 @@ def test_the_first_429_ends_slow_start():
     assert 0.9 * 16 <= after < 16.5
 
 
-def test_after_a_concurrency_429_the_limit_regains_quickly_then_probes_slowly():
+def test_after_a_concurrency_429_the_limit_regains_quickly_holds_then_probes_slowly():
     clock = FakeClock()
     limiter = AdaptiveLimiter(200, metrics=Metrics(), clock=clock)
 
@@ -598,8 +605,8 @@ def test_after_a_concurrency_429_the_limit_regains_quickly_then_probes_slowly():
         return cut, limiter.limit
 
     cut, after = asyncio.run(go())
-    assert cut == pytest.approx(200 * 0.7)  # the cut is of the limit; still above 90 (0.9 of
-    assert after == pytest.approx(140 + 99 / 140, rel=0.01)  # the 100 refused): probing only
+    assert cut == 200 * 0.7  # the cut is of the limit, which is still above the 99 to regain:
+    assert after == cut  # it holds (no probing yet)
 
     limiter = AdaptiveLimiter(100, metrics=Metrics(), clock=clock)
 
@@ -607,15 +614,56 @@ def test_after_a_concurrency_429_the_limit_regains_quickly_then_probes_slowly():
         tickets = [await limiter.acquire() for _ in range(100)]
         queued = await waiting(limiter, 100)
         clock.now += 0.1
-        limiter.release(tickets.pop(), status=429)  # 100 -> 70; regain up to 90
+        limiter.release(tickets.pop(), status=429)  # 100 -> 70; regain up to 99
+        for ticket in tickets[:50]:
+            limiter.release(ticket, status=200)
+        regained = limiter.limit
+        clock.now += HOLD_AFTER_429 - 0.01
+        for ticket in tickets[50:70]:
+            limiter.release(ticket, status=200)
+        held = limiter.limit
+        clock.now += 0.02
+        for ticket in tickets[70:]:
+            limiter.release(ticket, status=200)
+        for waiter in queued:
+            waiter.cancel()
+        return regained, held, limiter.limit
+
+    regained, held, probed = asyncio.run(again())
+    # 29 successes take it from 70 to 99 at once, one under the 100 that was refused; it stays
+    # there for HOLD_AFTER_429 seconds; then each success adds about 1/99 again.
+    assert regained == 99
+    assert held == 99
+    assert probed == pytest.approx(99 + 29 / 99, rel=0.001)
+
+
+@pytest.mark.parametrize(
+    ("counted", "regained"),
+    [
+        (None, 118),  # no header: one under our own 119
+        (101, 100),  # Twilio counted 101 (some of our 119 were not at Twilio): one under that
+        (5, 94),  # an implausible count lowers it by a fifth at most: 0.8 x 119, less one
+    ],
+)
+def test_a_concurrency_429_regains_to_one_under_what_twilio_counted(
+    counted: int | None, regained: int
+):
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(119, metrics=Metrics(), clock=clock)
+
+    async def go():
+        tickets = [await limiter.acquire() for _ in range(119)]  # slow start overshot
+        queued = await waiting(limiter, 100)
+        clock.now += 0.1
+        headers = concurrent(counted) if counted is not None else {}
+        limiter.release(tickets.pop(), status=429, headers=headers)  # 119 -> 83.3
         for ticket in tickets:
             limiter.release(ticket, status=200)
         for waiter in queued:
             waiter.cancel()
         return limiter.limit
 
-    # 20 successes take it from 70 to 90 at once; the other 79 add about one in all.
-    assert 90.5 < asyncio.run(again()) < 92
+    assert int(asyncio.run(go())) == regained
 
 
 def test_without_start_the_limiter_begins_at_its_ceiling():
