@@ -12,7 +12,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from twilio.base import deserialize
 from twilio.http.response import Response
@@ -23,7 +23,7 @@ from stuck_tasks.gateway import _iso, _page, _rfc2822, _rows, task_record
 from stuck_tasks.models import Reason
 from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Stop
 from stuck_tasks.settings import Connection, Credentials
-from stuck_tasks.transport import Transport
+from stuck_tasks.transport import _KINDS, Transport, request_kind
 
 SECONDS = st.datetimes(
     min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
@@ -270,3 +270,51 @@ def test_a_url_that_is_not_a_twilio_host_of_the_region_is_refused(url: str):
     for base_url in (None, "http://127.0.0.1:8080"):
         with pytest.raises(BadResponse):
             _transport(base_url)._target(url)
+
+
+SID = "WT0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kind"),
+    [
+        ("GET", "/v1/Workspaces", "list_workspaces"),
+        ("GET", f"/v1/Workspaces/{SID}", "fetch_workspace"),
+        ("GET", f"/v1/Workspaces/{SID}/Tasks", "list_tasks"),
+        ("GET", f"/v1/Workspaces/{SID}/Tasks/{SID}", "fetch_task"),
+        ("POST", f"/v1/Workspaces/{SID}/Tasks/{SID}", "update_task"),
+        ("POST", f"/v1/Workspaces/{SID}/Tasks", "other"),  # no such write
+        ("GET", f"/2010-04-01/Accounts/{SID}.json", "fetch_account"),
+        ("GET", f"/2010-04-01/Accounts/{SID}/Calls/{SID}.json", "fetch_call"),
+        ("GET", f"/2010-04-01/Accounts/{SID}/Conferences.json", "list_conferences"),
+        ("GET", f"/v1/Interactions/{SID}/Channels/{SID}/Participants", "list_participants"),
+        ("POST", f"/v1/Interactions/{SID}/Channels/{SID}/Participants/{SID}", "update_participant"),
+        ("GET", f"/v1/Interactions/{SID}/Channels/{SID}/Participants/{SID}", "other"),
+        ("GET", f"//v1//Workspaces/{SID}/", "fetch_workspace"),  # empty segments do not count
+        ("GET", f"/v2/Workspaces/{SID}", "other"),
+        ("GET", f"/v1/Workspaces/{SID}/Workers/{SID}", "other"),
+        ("GET", f"/v1/Tasks/{SID}/Workspaces/{SID}", "other"),
+        ("GET", "/", "other"),
+        ("GET", "", "other"),
+        ("GET", "/v1", "other"),
+    ],
+)
+def test_request_kinds(method: str, path: str, kind: str):
+    assert request_kind(method, path) == kind
+
+
+SEGMENT = st.text(st.characters(blacklist_characters="/"), min_size=1, max_size=6)
+
+
+@given(
+    st.sampled_from([shape for shape, _, _ in _KINDS]),
+    st.lists(SEGMENT, min_size=4, max_size=4),
+    st.sampled_from(["GET", "POST"]),
+)
+def test_any_sid_in_a_known_shape_gives_that_shapes_kind(shape: str, sids, method: str):
+    parts = shape.split("/")
+    filled = iter(sids)
+    path = "/" + "/".join(next(filled) if p == "*" else p for p in parts)
+    get, post = next((g, p) for s, g, p in _KINDS if s == shape)
+    assume(not any(sid.removesuffix(".json") == "" for sid in sids))
+    assert request_kind(method, path) == ((post if method == "POST" else get) or "other")

@@ -12,7 +12,7 @@ pipeline, which stops the run; everything else becomes the task's reason to be l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from .decide import decide, evidence_summary, lookups_needed, needs_attributes
@@ -87,7 +87,10 @@ class Examiner:
         """Look up what the decision needs, then decide (the task is already read)."""
         evidence = Evidence()
         while needed := lookups_needed(task, evidence, now=self._now(), rules=self._rules):
-            found = await asyncio.gather(*(self._lookup(lookup) for lookup in needed))
+            if len(needed) == 1:  # most tasks: one call; gather would wrap it in a task
+                found: Sequence[Result] = (await self._lookup(needed[0]),)
+            else:
+                found = await asyncio.gather(*(self._lookup(lookup) for lookup in needed))
             evidence = evidence.plus(zip(needed, found, strict=True))
         decision = decide(task, evidence, now=self._now(), rules=self._rules)
         call_status, ended_at = evidence_summary(task, evidence)

@@ -89,19 +89,26 @@ PERMISSIONS: dict[str, str | None] = {
 }
 
 
-# The shapes by their number of path segments, split once (request_kind runs per request).
-_SHAPES: dict[int, list[tuple[tuple[str, ...], str | None, str | None]]] = {}
+def _shape_key(parts: list[str]) -> tuple[object, ...]:
+    """What identifies a path's shape: its length, its version and its collection names (every
+    shape alternates collection and SID after the version, as the check below ensures)."""
+    return (len(parts), *parts[:2], *parts[3::2])
+
+
+_SHAPES: dict[tuple[object, ...], tuple[str | None, str | None]] = {}
 for _shape, _get, _post in _KINDS:
-    _SHAPES.setdefault(_shape.count("/") + 1, []).append((tuple(_shape.split("/")), _get, _post))
+    _parts = _shape.split("/")
+    assert all((p == "*") == (i >= 2 and i % 2 == 0) for i, p in enumerate(_parts)), _shape
+    _SHAPES[_shape_key(_parts)] = (_get, _post)
 
 
 def request_kind(method: str, path: str) -> str:
     """The kind of a request ("fetch_task", "update_task", ...) from its method and path."""
     parts = [p.removesuffix(".json") for p in path.split("/") if p]
-    for pattern, get, post in _SHAPES.get(len(parts), ()):
-        if all(a == "*" or a == b for a, b in zip(pattern, parts, strict=True)):
-            return (post if method == "POST" else get) or "other"
-    return "other"
+    found = _SHAPES.get(_shape_key(parts))
+    if found is None:
+        return "other"
+    return (found[1] if method == "POST" else found[0]) or "other"
 
 
 def twilio_hosts(region: str | None, edge: str | None) -> frozenset[str]:
