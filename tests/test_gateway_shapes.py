@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 from twilio.base import deserialize
 from twilio.http.response import Response
 
@@ -21,6 +22,7 @@ from stuck_tasks.clock import TwilioClock
 from stuck_tasks.errors import BadResponse
 from stuck_tasks.gateway import _iso, _page, _rfc2822, _rows, task_record
 from stuck_tasks.models import Reason
+from stuck_tasks.pacing import header
 from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Stop
 from stuck_tasks.settings import Connection, Credentials
 from stuck_tasks.transport import _KINDS, Transport, request_kind
@@ -318,3 +320,16 @@ def test_any_sid_in_a_known_shape_gives_that_shapes_kind(shape: str, sids, metho
     get, post = next((g, p) for s, g, p in _KINDS if s == shape)
     assume(not any(sid.removesuffix(".json") == "" for sid in sids))
     assert request_kind(method, path) == ((post if method == "POST" else get) or "other")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Twilio-Concurrent-Requests": "7"},
+        {"twilio-concurrent-requests": "7"},  # a plain mapping: any case still matches
+        CIMultiDictProxy(CIMultiDict({"TWILIO-CONCURRENT-REQUESTS": "7"})),  # aiohttp's kind
+    ],
+)
+def test_a_header_is_found_whatever_the_case_of_its_name(headers):
+    assert header(headers, "Twilio-Concurrent-Requests") == "7"
+    assert header(headers, "X-Rate-Limit-Remaining") is None

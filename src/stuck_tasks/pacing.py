@@ -23,6 +23,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 DEFAULT_WINDOW = 10.0  # "averaged over 10 seconds" (TaskRouter REST API reference)
 # Our own requests are counted from their answer (after Twilio counted them), so the model is
 # never late to count ours; what others spend shows in the next answer's Remaining.
@@ -36,8 +38,8 @@ def header(headers: Mapping[str, str] | None, name: str) -> str | None:
     if not headers:
         return None
     value = headers.get(name)
-    if value is not None:
-        return value
+    if value is not None or isinstance(headers, CIMultiDictProxy | CIMultiDict):
+        return value  # aiohttp's answer headers: ``get`` already ignores case
     lowered = name.lower()
     for key, item in headers.items():
         if key.lower() == lowered:
