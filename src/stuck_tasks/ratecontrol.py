@@ -314,8 +314,8 @@ class AdaptiveLimiter:
                     ticket, retry_after, per_second=per_second, at=refused_at, counted=concurrent
                 )
         else:
+            now = self._clock()
             if status is not None:
-                now = self._clock()
                 self._admitted.append(now)
                 if self._slow_start:
                     self._sample_rtt(now - ticket.sent_at)
@@ -326,7 +326,7 @@ class AdaptiveLimiter:
                 if binding and not (self._slow_start and self._queueing()):
                     self.limit = min(float(self.ceiling), self.limit + 1.0)
                     self._slow_start = self._slow_start and self.limit < self.ceiling
-            elif self.limit < self.ceiling and self._clock() >= self._hold_until:
+            elif self.limit < self.ceiling and now >= self._hold_until:
                 self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             if self.rate_cap is not None:
                 self.rate_cap *= 1.0 + 0.1 / max(self.rate_cap, 1.0)
