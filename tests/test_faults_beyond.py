@@ -559,6 +559,31 @@ def test_a_429_storm_longer_than_the_attempt_budget_still_closes_everything(
         assert doc["api"]["throttled_429"] == len(refused)
 
 
+def test_an_endpoint_budget_is_kept_at_its_reported_rate_without_a_429(tmp_path: Path):
+    # Task-Update at 10/s averaged over 4 s: 40 in any 4 s. Sending the window's 40 at once
+    # would leave the Flex UI none of it for 4 s; the tool paces at the reported rate instead,
+    # in bursts of a second's worth at most, and meets no 429.
+    limited = Faults(latency=0.02, taskrouter_limits=(("Task-Update", 10.0),), taskrouter_window=4)
+    with world_of(limited) as w:
+        stuck = set(stuck_voice_tasks(w, 60))
+        audit = tmp_path / "paced.jsonl"
+        result = w.subprocess(
+            "--yes", "--json", "--quiet", "--concurrency", "4", "--audit-log", str(audit)
+        )
+        assert result.returncode == EXIT_OK, result.stderr
+        doc = json.loads(result.stdout)
+        assert_record_true(w, doc, read_log(audit))
+        assert {m.task_sid for m in w.emu.mutations} == stuck
+        updates = sorted(r.started for r in w.emu.request_log if r.method == "POST")
+        assert [r.status for r in w.emu.request_log if r.status == 429] == []
+        assert len(updates) == len(stuck)
+        # In any second at most the burst (10) and a second at the rate (10), and the 4 in
+        # flight before the first answer told the rate: never the window's 40 at once.
+        for i, first in enumerate(updates):
+            within = sum(1 for t in updates[i:] if t < first + 1.0)
+            assert within <= 24, (within, first - updates[0])
+
+
 # ------------------------------------------------------------------ 5. at the question
 
 

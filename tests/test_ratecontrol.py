@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stuck_tasks.clock import TwilioClock
 from stuck_tasks.errors import ApiError, DeadlineExceeded, Stopped, TransportError
-from stuck_tasks.pacing import Pacer
+from stuck_tasks.pacing import BURST_SECONDS, Pacer
 from stuck_tasks.ratecontrol import (
     HOLD_AFTER_429,
     AdaptiveLimiter,
@@ -155,9 +158,100 @@ def test_budget_others_use_is_left_to_them():
     pacer.sending("update_task")
     pacer.answered("update_task", status=200, headers=headers(100))
     for _ in range(100):
+        clock.now += 1 / 25  # the pace: 25 a second
         assert pacer.delay("update_task") == 0.0
         pacer.sending("update_task")  # in flight, not answered yet
+    clock.now += 1
     assert pacer.delay("update_task") > 0  # 149 theirs, 1 ours, 100 in flight: the budget
+
+
+def test_requests_go_at_the_reported_rate_with_bursts_of_a_second_at_most():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    pacer.sending("update_task")
+    pacer.answered("update_task", status=200, headers=headers(249))  # 25/s over 10 s: 250
+    burst = 1  # the first request, sent before the rate was known
+    while pacer.delay("update_task") == 0.0:
+        pacer.sending("update_task")
+        burst += 1
+    assert burst == 25 * BURST_SECONDS  # a second's worth at once, not the window's 250
+    assert pacer.delay("update_task") == pytest.approx(1 / 25)  # then one every 40 ms
+    sent = 0
+    for _ in range(100):  # 4 s more, in 40 ms steps: 25 a second
+        clock.now += 0.04
+        if pacer.delay("update_task") == 0.0:
+            pacer.sending("update_task")
+            sent += 1
+    assert 99 <= sent <= 100
+
+
+def _drive(
+    pacer: Pacer,
+    clock: FakeClock,
+    *,
+    rate: float,
+    window: float,
+    others: list[float],
+    seconds: float,
+) -> tuple[list[float], int]:
+    """A Twilio endpoint that admits ``rate × window`` requests in any ``window`` s (the
+    emulator's reading), answering at once, with others' requests at the given times; returns
+    when ours were sent, and how many of them were answered 429."""
+    budget = int(rate * window)
+    admitted: deque[float] = deque()  # every admitted request (ours and theirs) in the window
+    sent: list[float] = []
+    refused = 0
+    theirs = deque(sorted(others))
+    end = clock.now + seconds
+    while clock.now < end:
+        while admitted and admitted[0] <= clock.now - window:
+            admitted.popleft()
+        while theirs and theirs[0] <= clock.now:
+            theirs.popleft()
+            if len(admitted) < budget:
+                admitted.append(clock.now)
+        wait = pacer.delay("update_task")
+        if wait > 0:
+            clock.now += min(wait, 0.05)
+            continue
+        pacer.sending("update_task")
+        sent.append(clock.now)
+        status = 200
+        if len(admitted) < budget:
+            admitted.append(clock.now)
+        else:
+            status = 429
+            refused += 1
+        hdrs = headers(budget - len(admitted), limit=rate, window=int(window))
+        pacer.answered("update_task", status=status, headers=hdrs)
+    return sent, refused
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rate=st.sampled_from([1.0, 5.0, 25.0, 50.0]),
+    others=st.lists(st.floats(min_value=0.0, max_value=30.0), max_size=60),
+)
+def test_paced_sends_never_outrun_the_reported_rate_and_meet_429s_only_from_others(rate, others):
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    window = 10.0
+    started = clock.now
+    sent, refused = _drive(
+        pacer, clock, rate=rate, window=window, others=[started + t for t in others], seconds=30
+    )
+    # In any T seconds at most burst + rate × T (the same as: a token bucket never runs dry).
+    burst = max(1.0, rate * BURST_SECONDS)
+    tokens, last = burst, started
+    for at in sent:
+        tokens = min(burst, tokens + (at - last) * rate)
+        last = at
+        assert tokens >= 1 - 1e-6
+        tokens -= 1
+    # A 429 only when others spent budget since our last answer told us of it.
+    assert refused <= len(others)
+    if not others:  # alone on the endpoint: the window's budget in the first 10 s, then the rate
+        assert len(sent) >= rate * window + rate * (30 - window - 2)
 
 
 def test_each_endpoint_has_its_own_budget():
