@@ -185,6 +185,16 @@ def test_requests_go_at_the_reported_rate_with_bursts_of_a_second_at_most():
     assert 99 <= sent <= 100
 
 
+def test_a_nonsense_limit_cannot_hold_a_request_longer_than_a_probe():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    pacer.sending("update_task")
+    pacer.answered("update_task", status=200, headers=headers(0, limit=0.001))
+    assert 0 < pacer.delay("update_task") <= 10.0  # not 1 ÷ 0.001 = 1,000 s
+    clock.now += 10.0
+    assert pacer.delay("update_task") <= 0.001  # then a probe goes, once every 10 s at least
+
+
 def _drive(
     pacer: Pacer,
     clock: FakeClock,

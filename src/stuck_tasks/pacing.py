@@ -34,6 +34,9 @@ DEFAULT_WINDOW = 10.0  # "averaged over 10 seconds" (TaskRouter REST API referen
 # never late to count ours; what others spend shows in the next answer's Remaining.
 MARGIN = 0
 _PROBE = 0.25  # seconds between probes when only Remaining is known and it is 0
+# Whatever Limit says, requests may go at least this often (per second): a nonsense but
+# parseable Limit such as 0.001 must not hold a request for 1,000 s.
+_SLOWEST = 0.1
 # Requests of one endpoint go no faster than its reported rate, with bursts of at most this many
 # seconds' worth (a token bucket). Sending a whole window's budget at once, then nothing until it
 # slid, measured 250 updates in one or two seconds every 10 s (2,000 updates at 25/s over 10 s):
@@ -81,16 +84,24 @@ class _Budget:
     tokens: float | None = None  # sends allowed now by the pace (None until the rate is known)
     refilled_at: float = 0.0
 
+    @property
+    def pace(self) -> float:
+        """Sends per second: the reported rate, never slower than ``_SLOWEST``."""
+        return max(self.rate or 0.0, _SLOWEST)
+
+    @property
+    def burst(self) -> float:
+        return max(1.0, self.pace * BURST_SECONDS)
+
     def pace_wait(self, now: float) -> float:
         """Seconds until the pace allows one more send (0: now); refills the bucket."""
-        if self.rate is None or self.tokens is None:
+        if self.tokens is None:
             return 0.0
-        burst = max(1.0, self.rate * BURST_SECONDS)
-        self.tokens = min(burst, self.tokens + (now - self.refilled_at) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled_at) * self.pace)
         self.refilled_at = now
         if self.tokens >= 1.0 - 1e-9:  # (a refill to exactly 1 can come out a hair short)
             return 0.0
-        return max(0.001, (1.0 - self.tokens) / self.rate)
+        return max(0.001, (1.0 - self.tokens) / self.pace)
 
     def ours_within(self, now: float) -> int:
         while self.ours and self.ours[0] <= now - self.window:
@@ -129,7 +140,7 @@ class Pacer:
         if budget.ours:
             return max(pace, 0.001, budget.ours[0] + budget.window - now)
         # The room is taken by others: probe at the reported rate.
-        return max(0.001, budget.last_probe + 1.0 / max(budget.rate, 0.1) - now)
+        return max(pace, 0.001, budget.last_probe + 1.0 / budget.pace - now)
 
     def sending(self, kind: str) -> None:
         self._in_flight[kind] += 1
@@ -170,7 +181,7 @@ class Pacer:
         if budget.rate is not None and budget.tokens is None:
             # The rate is known from now: a full bucket, less what we already sent.
             sent = budget.ours_within(now) + self._in_flight[kind]
-            budget.tokens = max(0.0, max(1.0, budget.rate * BURST_SECONDS) - sent)
+            budget.tokens = max(0.0, budget.burst - sent)
             budget.refilled_at = now
         if budget.rate is not None:
             used = budget.rate * budget.window - remaining
