@@ -690,6 +690,10 @@ def write_results(path: Path, sections: dict[str, Any]) -> None:
         "",
         *sections["transport"],
         "",
+        "## The ceiling: a loop that only fetches (bench/transport.py)",
+        "",
+        *sections["ceiling"],
+        "",
         "## Start-up",
         "",
         sections["startup"],
@@ -711,6 +715,10 @@ def load_table(configs: Sequence[Config]) -> list[str]:
 # ----------------------------------------------------------------------------- main
 
 
+# The bare fetch loop's ceiling is measured as the big rows run: the account's limit in
+# flight, at the rows' latency.
+CEILING_CONCURRENCY = ACCOUNT_LIMIT
+CEILING_MODES = ("async", "tool")
 TRANSPORT_CLIENTS = {
     "sync": "twilio sync client (TwilioHttpClient), ThreadPoolExecutor, 50 workers",
     "async": "twilio async client (AsyncTwilioHttpClient), asyncio, 50 concurrent",
@@ -821,6 +829,23 @@ def measure(
             }
             for r in raw["transport"]["results"]:
                 say(f"transport {r['mode']}: {r['cpu_ms_per_1000']:.0f} CPU ms per 1,000 requests")
+        for run in range(args.ceiling_runs):
+            wait_until_quiet(say, patience=args.quiet_patience)
+            results = transport.measure(
+                requests=args.ceiling_requests,
+                concurrency=CEILING_CONCURRENCY,
+                latency=LATENCY,
+                src=args.src,
+                workdir=work,
+                modes=CEILING_MODES,
+            )
+            raw.setdefault("ceiling", []).append(results)
+            for fetched in results:
+                say(
+                    f"ceiling {run + 1} {fetched['mode']}: {fetched['wall_seconds']:.1f} s, "
+                    f"efficiency {fetched['efficiency']:.2f}, "
+                    f"{fetched['cpu_ms_per_1000']:.0f} CPU ms per 1,000 requests"
+                )
     raw["startup"] = startup_times(args.tool, args.startup_runs, src=args.src)
     raw["elapsed"] = time.monotonic() - started
     raw["load_after"] = _emu.load()
@@ -847,6 +872,58 @@ def transport_table(measured: dict[str, Any] | None, tls: bool) -> list[str]:
         f"with no account limit, {measured['requests']} measured after {transport.WARM_UP} "
         "warm-up ones, each client in its own process (50 pooled connections each); CPU is that "
         "process's rusage over the measured fetches (all threads).",
+    ]
+
+
+def ceiling_table(runs: list[list[dict[str, Any]]] | None, configs: Sequence[Config]) -> list[str]:
+    """What a loop that does nothing but fetch tasks reaches, next to the tool's own row."""
+    if not runs:
+        return ["(not run)"]
+    lines = [
+        "| client | efficiency (median; each run) | wall s (median) | floor s | CPU ms per 1k req "
+        "(median) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for mode in CEILING_MODES:
+        mine = [r for results in runs for r in results if r["mode"] == mode]
+        if not mine:
+            continue
+        effs = [r["efficiency"] for r in mine]
+        lines.append(
+            f"| {TRANSPORT_CLIENTS[mode].replace('50', str(CEILING_CONCURRENCY))} "
+            f"| {statistics.median(effs):.2f} ({', '.join(f'{e:.2f}' for e in effs)}) "
+            f"| {statistics.median(r['wall_seconds'] for r in mine):.1f} | {mine[0]['floor']:.1f} "
+            f"| {statistics.median(r['cpu_ms_per_1000'] for r in mine):.0f} |"
+        )
+    plain = [
+        c
+        for c in configs
+        if c.row.concurrency == str(CEILING_CONCURRENCY)
+        and c.row.rps_limit is None
+        and not c.row.taskrouter_limits
+    ]
+    if plain:  # the largest of the plain rows at that concurrency
+        big = max(plain, key=lambda c: c.row.tasks)
+        each = ", ".join(f"{r.efficiency:.2f}" for r in big.runs)
+        lines.append(
+            f"| stuck-tasks itself: the {big.row.name} row at --concurrency "
+            f"{CEILING_CONCURRENCY} (above; it lists, fetches calls, writes and records too) "
+            f"| {big.efficiency:.2f} ({each}) | {big.median('wall'):.1f} | "
+            f"{big.runs[0].floor:.1f} | {big.median('cpu_ms_per_1000'):.0f} |"
+        )
+    requests = runs[0][0]["requests"]
+    return [
+        *lines,
+        "",
+        f"{requests:,} task fetches after {transport.WARM_UP} warm-up ones, "
+        f"{CEILING_CONCURRENCY} at a time, against the emulator at {LATENCY * 1000:.0f} ms with no "
+        "account limit, each client in its own process, each run with a fresh emulator; floor = "
+        f"fetches × {LATENCY} s ÷ {CEILING_CONCURRENCY}, efficiency = floor ÷ wall, as for the "
+        "tool's rows, except that the loop's wall leaves out its start-up and its connections' "
+        "set-up (the warm-up), which the tool's includes. Such a loop lists nothing, decides "
+        "nothing, writes nothing and records nothing; it shows how near the floor the twilio "
+        "library and this machine let any client come, and so what the tool's own work costs "
+        "at the same concurrency.",
     ]
 
 
@@ -898,6 +975,7 @@ def render(raw: dict[str, Any], args: argparse.Namespace, say: Callable[[str], N
         "baseline_table": baseline_table(bases, configs) if bases else ["(not run)"],
         "targets": targets(configs, bases),
         "transport": transport_table(raw["transport"], raw["tls"]),
+        "ceiling": ceiling_table(raw.get("ceiling"), configs),
         "startup": startup,
     }
     discussion = HERE / "DISCUSSION.md"
@@ -971,6 +1049,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--no-transport", action="store_true")
     p.add_argument("--transport-requests", type=int, default=3000)
+    p.add_argument(
+        "--ceiling-runs",
+        type=int,
+        default=3,
+        help="runs of the bare fetch loop at the big rows' concurrency and latency (0: none)",
+    )
+    p.add_argument("--ceiling-requests", type=int, default=20000)
     p.add_argument("--startup-runs", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="1,000 tasks, 1 run, short baseline")
     p.add_argument(
@@ -996,6 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.repeat, args.baseline_sample, args.scenarios = "1000", 1, 200, ""
         args.baseline_full_max, args.transport_requests, args.startup_runs = 0, 1000, 5
+        args.ceiling_runs, args.ceiling_requests = 1, 2000
     args.size_list = [int(s) for s in args.sizes.split(",") if s]
     concurrencies = [c.strip() for c in args.concurrency.split(",") if c.strip()]
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]

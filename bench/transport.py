@@ -147,9 +147,19 @@ def _child(mode: str, spec_file: str) -> int:
 
 
 def measure(
-    *, requests: int, concurrency: int, latency: float, src: str | None, workdir: Path
+    *,
+    requests: int,
+    concurrency: int,
+    latency: float,
+    src: str | None,
+    workdir: Path,
+    modes: tuple[str, ...] = MODES,
 ) -> list[dict[str, Any]]:
-    """Start one emulator, then each mode in its own process; returns one result per mode."""
+    """Start one emulator, then each mode in its own process; returns one result per mode.
+
+    Each result also has its ``floor`` (the measured fetches × latency ÷ concurrency: what they
+    would take if the client cost nothing) and ``efficiency`` (floor ÷ wall), as bench/run.py
+    computes them for the tool."""
     import _emu
 
     results = []
@@ -159,7 +169,7 @@ def measure(
         spec_file = workdir / "transport-spec.json"
         spec = {"info": info.__dict__, "sids": wanted, "concurrency": concurrency}
         spec_file.write_text(json.dumps(spec), encoding="utf-8")
-        for mode in MODES:
+        for mode in modes:
             out = subprocess.run(
                 [sys.executable, str(Path(__file__)), "--child", mode, str(spec_file)],
                 capture_output=True,
@@ -167,7 +177,10 @@ def measure(
                 check=True,
                 env=_emu.python_env(src, info.ca_file),  # aiohttp reads SSL_CERT_FILE at import
             )
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            result["floor"] = result["requests"] * latency / concurrency
+            result["efficiency"] = result["floor"] / result["wall_seconds"]
+            results.append(result)
     return results
 
 
@@ -176,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--latency", type=float, default=0.02)
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {MODES}")
     p.add_argument("--src", help="put this source tree of stuck_tasks first (PYTHONPATH)")
     p.add_argument("--child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -190,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             latency=args.latency,
             src=args.src,
             workdir=Path(tmp),
+            modes=tuple(m for m in args.modes.split(",") if m),
         )
     for r in results:
         sys.stdout.write(
             f"{r['mode']:>5}: {r['cpu_ms_per_1000']:6.0f} CPU ms per 1,000 requests "
-            f"({r['requests']} fetches, {r['wall_seconds']:.1f} s wall)\n"
+            f"({r['requests']} fetches, {r['wall_seconds']:.1f} s wall, floor "
+            f"{r['floor']:.1f} s, efficiency {r['efficiency']:.2f})\n"
         )
     return 0
 
