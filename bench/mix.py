@@ -41,28 +41,16 @@ def _cpu() -> float:
 
 
 def _child(spec_file: str) -> int:
-    from stuck_tasks.clock import TwilioClock
     from stuck_tasks.errors import StuckTasksError
-    from stuck_tasks.gateway import TwilioGateway
-    from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Stop
-    from stuck_tasks.settings import Connection, Credentials
+    from transport import tool_gateway
 
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
     info, workers = spec["info"], spec["concurrency"]
-    creds = Credentials(info["account_sid"], info["auth_token"], info["account_sid"])
-    connection = Connection(creds, base_url=info["base_url"], timeout=30, pool_size=workers)
     stuck, workspace = set(spec["stuck"]), info["workspace_sid"]
     counts = {"fetch_task": 0, "fetch_call": 0, "update_task": 0}
 
     async def main() -> None:
-        metrics = Metrics()
-        gateway = TwilioGateway(
-            connection,
-            limiter=AdaptiveLimiter(workers, metrics=metrics),
-            metrics=metrics,
-            clock=TwilioClock(),
-            stop=Stop(),
-        )
+        gateway = tool_gateway(info, workers)
         seen: set[str] = set()
         queue = iter(spec["tasks"])
 

@@ -107,7 +107,9 @@ def _async(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, flo
     return _measure(lambda batch: asyncio.run(run_batch(batch)), sids)
 
 
-def _tool(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, float]:
+def tool_gateway(info: dict[str, Any], workers: int) -> Any:
+    """stuck-tasks' own gateway (with its limiter and transport) on the emulator ``info`` names;
+    made inside the event loop that uses it."""
     from stuck_tasks.clock import TwilioClock
     from stuck_tasks.gateway import TwilioGateway
     from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Stop
@@ -116,16 +118,19 @@ def _tool(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, floa
     creds = Credentials(info["account_sid"], info["auth_token"], info["account_sid"])
     # The gateway's transport connects to base_url and names the Twilio host in Host itself.
     connection = Connection(creds, base_url=info["base_url"], timeout=30, pool_size=workers)
+    metrics = Metrics()
+    return TwilioGateway(
+        connection,
+        limiter=AdaptiveLimiter(workers, metrics=metrics),
+        metrics=metrics,
+        clock=TwilioClock(),
+        stop=Stop(),
+    )
 
+
+def _tool(info: dict[str, Any], sids: list[str], workers: int) -> dict[str, float]:
     async def run_batch(batch: list[str]) -> None:
-        metrics = Metrics()
-        gateway = TwilioGateway(
-            connection,
-            limiter=AdaptiveLimiter(workers, metrics=metrics),
-            metrics=metrics,
-            clock=TwilioClock(),
-            stop=Stop(),
-        )
+        gateway = tool_gateway(info, workers)
         queue = iter(batch)
 
         async def worker() -> None:
