@@ -16,8 +16,11 @@ it through SSL_CERT_FILE), runs the installed ``stuck-tasks --yes --json --quiet
 the emulator's final state: zero wrong closures, zero missed stuck tasks. A run during which
 other work used the machine's CPU is discarded and re-run once the machine is quiet. Then the
 sequential twilio-library loop (bench/baseline.py), the transport CPU comparison
-(bench/transport.py) and the start-up time of ``stuck-tasks --help``. The tables go to stdout
-and, with the machine details, to RESULTS.md.
+(bench/transport.py), the ceiling (bench/transport.py again: a loop that only fetches tasks, at
+the big rows' 100 in flight and 80 ms, three runs) and the start-up time of ``stuck-tasks
+--help``. The tables go to stdout and, with the machine details, to RESULTS.md.
+
+bench/mix.py, run on its own, compares the tool with its own requests made without it.
 """
 
 from __future__ import annotations
