@@ -34,6 +34,7 @@ import pytest
 from aiohttp import web
 
 from conftest import World, make_world, stuck_tasks_command
+from emulator_client import TASKROUTER, EmulatorSession
 from fault_scenarios import wrong_closures
 from stuck_tasks.clock import TwilioClock
 from stuck_tasks.emulator import Faults
@@ -582,6 +583,35 @@ def test_an_endpoint_budget_is_kept_at_its_reported_rate_without_a_429(tmp_path:
         for i, first in enumerate(updates):
             within = sum(1 for t in updates[i:] if t < first + 1.0)
             assert within <= 24, (within, first - updates[0])
+
+
+@pytest.mark.slow
+def test_a_budget_others_spent_before_the_run_is_probed_until_it_frees(tmp_path: Path):
+    # Task-List at 0.5/s over 6 s: 3 in any 6 s, all spent by another client (the Flex UI,
+    # say) just before the run. The tool's first list request is refused with Remaining 0 and
+    # none of its own requests in the window, so no answer on its way will tell when the budget
+    # frees: it probes at the reported rate, and lists once the others' requests have left the
+    # window. (Its pacer used to hold such a request until --deadline.)
+    limited = Faults(latency=0.02, taskrouter_limits=(("Task-List", 0.5),), taskrouter_window=6)
+    with world_of(limited) as w:
+        stuck = set(stuck_voice_tasks(w, 5))
+        others = EmulatorSession(w.emu.base_url, (w.account_sid, w.auth_token))
+        tasks = f"{TASKROUTER}/v1/Workspaces/{w.workspace_sid}/Tasks"
+        assert [others.get(tasks).status_code for _ in range(3)] == [200, 200, 200]
+        w.emu.clear_request_log()
+        audit = tmp_path / "probed.jsonl"
+        result = w.subprocess(
+            "--yes", "--json", "--quiet", "--deadline", "40", "--audit-log", str(audit)
+        )
+        assert result.returncode == EXIT_OK, result.stderr
+        doc = json.loads(result.stdout)
+        assert_record_true(w, doc, read_log(audit))
+        assert {m.task_sid for m in w.emu.mutations} == stuck
+        lists = [r for r in w.emu.request_log if r.method == "GET" and r.path.endswith("/Tasks")]
+        assert lists[0].status == 429  # the budget was spent when the run began
+        assert lists[-1].status == 200
+        # Probes at the reported rate (one per 2 s), not a request per loop turn.
+        assert len(lists) <= 2 + (lists[-1].started - lists[0].started) * 0.5 + 1
 
 
 # ------------------------------------------------------------------ 5. at the question

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stuck_tasks.clock import TwilioClock
@@ -192,7 +192,23 @@ def test_a_nonsense_limit_cannot_hold_a_request_longer_than_a_probe():
     pacer.answered("update_task", status=200, headers=headers(0, limit=0.001))
     assert 0 < pacer.delay("update_task") <= 10.0  # not 1 ÷ 0.001 = 1,000 s
     clock.now += 10.0
-    assert pacer.delay("update_task") <= 0.001  # then a probe goes, once every 10 s at least
+    assert pacer.delay("update_task") == 0.0  # then a probe goes, once every 10 s at least
+
+
+def test_a_probe_goes_when_others_hold_the_whole_budget_and_none_of_ours_is_in_the_window():
+    # Our request was refused (429s are not counted) and Remaining says others used all 250:
+    # no answer is on its way to tell when the budget frees, so only a probe can find out.
+    clock = FakeClock()
+    pacer = Pacer(clock=clock)
+    pacer.sending("update_task")
+    pacer.answered("update_task", status=429, headers=headers(0))
+    waited = 0.0
+    while (wait := pacer.delay("update_task")) > 0:
+        assert waited < 1.0, "no probe within a second at 25/s"
+        clock.now += wait
+        waited += wait
+    pacer.sending("update_task")  # the probe
+    assert pacer.delay("update_task") == pytest.approx(1 / 25)  # the next one at the pace
 
 
 def _drive(
@@ -240,8 +256,12 @@ def _drive(
 @settings(max_examples=30, deadline=None)
 @given(
     rate=st.sampled_from([1.0, 5.0, 25.0, 50.0]),
-    others=st.lists(st.floats(min_value=0.0, max_value=30.0), max_size=60),
+    others=st.lists(st.floats(min_value=0.0, max_value=20.0), max_size=60),
 )
+# Others spent the whole budget before our first request: it is refused, none of ours is in
+# the window, and only a probe can learn when the budget frees.
+@example(rate=1.0, others=[0.0] * 10)
+@example(rate=25.0, others=[0.0] * 250)
 def test_paced_sends_never_outrun_the_reported_rate_and_meet_429s_only_from_others(rate, others):
     clock = FakeClock()
     pacer = Pacer(clock=clock)
@@ -258,10 +278,17 @@ def test_paced_sends_never_outrun_the_reported_rate_and_meet_429s_only_from_othe
         last = at
         assert tokens >= 1 - 1e-6
         tokens -= 1
-    # A 429 only when others spent budget since our last answer told us of it.
-    assert refused <= len(others)
-    if not others:  # alone on the endpoint: the window's budget in the first 10 s, then the rate
-        assert len(sent) >= rate * window + rate * (30 - window - 2)
+    # A 429 only for budget others spent that our last answer had not shown, or for a probe
+    # while they hold all of it; probes go at the reported rate, as fast as others' requests
+    # leave the window, so they add at most the one request that found the budget spent.
+    assert refused <= len(others) + 1
+    if not others:  # alone on the endpoint: about all the rate allows (the window never binds)
+        assert len(sent) >= rate * (30 - 2)
+    # Never stuck: once others' last request has left the window, ours go at about the rate
+    # (a probe within one interval at the pace, then the pace, the window's budget permitting).
+    free_from = started + max(others, default=0.0) + window + 1 / rate
+    after = sum(1 for at in sent if at >= free_from)
+    assert after >= rate * (started + 30 - free_from) - burst - 2, (after, free_from - started)
 
 
 def test_each_endpoint_has_its_own_budget():

@@ -139,8 +139,10 @@ class Pacer:
             return pace
         if budget.ours:
             return max(pace, 0.001, budget.ours[0] + budget.window - now)
-        # The room is taken by others: probe at the reported rate.
-        return max(pace, 0.001, budget.last_probe + 1.0 / budget.pace - now)
+        # The room is taken by others and none of ours is in the window, so no answer is on its
+        # way to say when it frees: probe at the pace (0 once the probe is due; a floor above 0
+        # here would hold the request until --deadline).
+        return max(pace, budget.last_probe + 1.0 / budget.pace - now, 0.0)
 
     def sending(self, kind: str) -> None:
         self._in_flight[kind] += 1
