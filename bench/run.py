@@ -722,10 +722,13 @@ def load_table(configs: Sequence[Config]) -> list[str]:
 # flight, at the rows' latency.
 CEILING_CONCURRENCY = ACCOUNT_LIMIT
 CEILING_MODES = ("async", "tool")
-TRANSPORT_CLIENTS = {
-    "sync": "twilio sync client (TwilioHttpClient), ThreadPoolExecutor, 50 workers",
-    "async": "twilio async client (AsyncTwilioHttpClient), asyncio, 50 concurrent",
-    "tool": "stuck-tasks' own gateway (TwilioGateway.fetch_task), asyncio, 50 concurrent",
+# The transport comparison's own conditions (CPU per request, not the ceiling).
+TRANSPORT_CONCURRENCY = 50
+TRANSPORT_LATENCY = 0.02
+TRANSPORT_CLIENTS = {  # {n}: how many at a time
+    "sync": "twilio sync client (TwilioHttpClient), ThreadPoolExecutor, {n} workers",
+    "async": "twilio async client (AsyncTwilioHttpClient), asyncio, {n} concurrent",
+    "tool": "stuck-tasks' own gateway (TwilioGateway.fetch_task), asyncio, {n} concurrent",
 }
 
 
@@ -768,6 +771,7 @@ def measure(
         "loads": {},
         "baseline": [],
         "transport": None,
+        "ceiling": [],  # one list of results per run
     }
     say(f"machine: {raw['machine']}; {raw['load_before']}")
     raw["compiled"] = byte_compile(args.tool, args.src)
@@ -824,8 +828,8 @@ def measure(
                 "requests": args.transport_requests,
                 "results": transport.measure(
                     requests=args.transport_requests,
-                    concurrency=50,
-                    latency=0.02,
+                    concurrency=TRANSPORT_CONCURRENCY,
+                    latency=TRANSPORT_LATENCY,
                     src=args.src,
                     workdir=work,
                 ),
@@ -842,7 +846,7 @@ def measure(
                 workdir=work,
                 modes=CEILING_MODES,
             )
-            raw.setdefault("ceiling", []).append(results)
+            raw["ceiling"].append(results)
             for fetched in results:
                 say(
                     f"ceiling {run + 1} {fetched['mode']}: {fetched['wall_seconds']:.1f} s, "
@@ -865,15 +869,18 @@ def transport_table(measured: dict[str, Any] | None, tls: bool) -> list[str]:
     ]
     for r in measured["results"]:
         lines.append(
-            f"| {TRANSPORT_CLIENTS[r['mode']]} | {r['cpu_ms_per_1000']:.0f} | {r['requests']} "
+            f"| {TRANSPORT_CLIENTS[r['mode']].format(n=TRANSPORT_CONCURRENCY)} "
+            f"| {r['cpu_ms_per_1000']:.0f} | {r['requests']} "
             f"| {r['wall_seconds']:.1f} |"
         )
     return [
         *lines,
         "",
-        f"Task fetches against the {'HTTPS' if tls else 'plain HTTP'} emulator at 20 ms latency "
+        f"Task fetches against the {'HTTPS' if tls else 'plain HTTP'} emulator at "
+        f"{TRANSPORT_LATENCY * 1000:.0f} ms latency "
         f"with no account limit, {measured['requests']} measured after {transport.WARM_UP} "
-        "warm-up ones, each client in its own process (50 pooled connections each); CPU is that "
+        f"warm-up ones, each client in its own process ({TRANSPORT_CONCURRENCY} pooled "
+        "connections each); CPU is that "
         "process's rusage over the measured fetches (all threads).",
     ]
 
@@ -893,7 +900,7 @@ def ceiling_table(runs: list[list[dict[str, Any]]] | None, configs: Sequence[Con
             continue
         effs = [r["efficiency"] for r in mine]
         lines.append(
-            f"| {TRANSPORT_CLIENTS[mode].replace('50', str(CEILING_CONCURRENCY))} "
+            f"| {TRANSPORT_CLIENTS[mode].format(n=CEILING_CONCURRENCY)} "
             f"| {statistics.median(effs):.2f} ({', '.join(f'{e:.2f}' for e in effs)}) "
             f"| {statistics.median(r['wall_seconds'] for r in mine):.1f} | {mine[0]['floor']:.1f} "
             f"| {statistics.median(r['cpu_ms_per_1000'] for r in mine):.0f} |"
