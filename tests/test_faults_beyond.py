@@ -560,6 +560,15 @@ def test_a_429_storm_longer_than_the_attempt_budget_still_closes_everything(
         assert doc["api"]["throttled_429"] == len(refused)
 
 
+def closes_every_stuck_task(w: World, stuck: set[str], audit: Path, *args: str) -> None:
+    """The installed command (``--yes --json --quiet``, its audit log at ``audit``) exits 0
+    with every stuck task closed, nothing else written, and a true record."""
+    result = w.subprocess("--yes", "--json", "--quiet", "--audit-log", str(audit), *args)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert_record_true(w, json.loads(result.stdout), read_log(audit))
+    assert {m.task_sid for m in w.emu.mutations} == stuck
+
+
 def test_an_endpoint_budget_is_kept_at_its_reported_rate_without_a_429(tmp_path: Path):
     # Task-Update at 10/s averaged over 4 s: 40 in any 4 s. Sending the window's 40 at once
     # would leave the Flex UI none of it for 4 s; the tool paces at the reported rate instead,
@@ -567,14 +576,7 @@ def test_an_endpoint_budget_is_kept_at_its_reported_rate_without_a_429(tmp_path:
     limited = Faults(latency=0.02, taskrouter_limits=(("Task-Update", 10.0),), taskrouter_window=4)
     with world_of(limited) as w:
         stuck = set(stuck_voice_tasks(w, 60))
-        audit = tmp_path / "paced.jsonl"
-        result = w.subprocess(
-            "--yes", "--json", "--quiet", "--concurrency", "4", "--audit-log", str(audit)
-        )
-        assert result.returncode == EXIT_OK, result.stderr
-        doc = json.loads(result.stdout)
-        assert_record_true(w, doc, read_log(audit))
-        assert {m.task_sid for m in w.emu.mutations} == stuck
+        closes_every_stuck_task(w, stuck, tmp_path / "paced.jsonl", "--concurrency", "4")
         updates = sorted(r.started for r in w.emu.request_log if r.method == "POST")
         assert [r.status for r in w.emu.request_log if r.status == 429] == []
         assert len(updates) == len(stuck)
@@ -599,14 +601,7 @@ def test_a_budget_others_spent_before_the_run_is_probed_until_it_frees(tmp_path:
         tasks = f"{TASKROUTER}/v1/Workspaces/{w.workspace_sid}/Tasks"
         assert [others.get(tasks).status_code for _ in range(3)] == [200, 200, 200]
         w.emu.clear_request_log()
-        audit = tmp_path / "probed.jsonl"
-        result = w.subprocess(
-            "--yes", "--json", "--quiet", "--deadline", "40", "--audit-log", str(audit)
-        )
-        assert result.returncode == EXIT_OK, result.stderr
-        doc = json.loads(result.stdout)
-        assert_record_true(w, doc, read_log(audit))
-        assert {m.task_sid for m in w.emu.mutations} == stuck
+        closes_every_stuck_task(w, stuck, tmp_path / "probed.jsonl", "--deadline", "40")
         lists = [r for r in w.emu.request_log if r.method == "GET" and r.path.endswith("/Tasks")]
         assert lists[0].status == 429  # the budget was spent when the run began
         assert lists[-1].status == 200
