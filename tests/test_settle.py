@@ -9,7 +9,14 @@ from dataclasses import replace
 import pytest
 
 from fakes import WS, FakeGateway, scripted, sid, voice_task
-from stuck_tasks.errors import ApiError, AuthError, BadResponse, NotFound, TransportError
+from stuck_tasks.errors import (
+    ApiError,
+    AuthError,
+    BadResponse,
+    DeadlineExceeded,
+    NotFound,
+    TransportError,
+)
 from stuck_tasks.models import (
     Action,
     Case,
@@ -310,3 +317,53 @@ def test_the_settle_loop_is_one_loop_for_both_kinds():
     )
     assert (result.outcome, result.attempts) == (Outcome.FAILED, 3)
     assert gw.methods().count("close_channel") == 3
+
+
+# ------------------------------------------------------------------ a fatal error after a send
+
+
+@pytest.mark.parametrize(
+    "fatal",
+    [AuthError(401, 20003, "Authenticate"), DeadlineExceeded("the run's --deadline passed")],
+)
+def test_a_fatal_error_reading_back_an_applied_interaction_close_keeps_it_closed(fatal):
+    # close_channel was answered 2xx: Twilio applied it. The read for its status after fails
+    # fatally (credentials revoked, the deadline): the record must still say closed, not
+    # "not attempted", and the run stops.
+    the_case = messaging_case()
+    stop = Stop()
+    result, gw = settle(
+        scripted(fetch_task=[the_case.task, fatal], close_channel=[None]), the_case, stop=stop
+    )
+    assert (result.outcome, result.status_after, result.attempts) == (Outcome.CLOSED, None, 1)
+    assert gw.methods() == ["fetch_task", "close_channel", "fetch_task"]
+    assert stop.error is fatal
+
+
+def test_a_first_refusal_then_a_fatal_read_keeps_the_refusal_not_untried():
+    # The first try was sent and refused (412); the read that checks the refusal meets a 401.
+    # The refusal stands (nothing of ours was sent before it), and the run stops.
+    stop = Stop()
+    fatal = AuthError(401, 20003, "Authenticate")
+    result, gw = settle(
+        scripted(update_task=[ApiError(412, 20412, "Precondition Failed")], fetch_task=[fatal]),
+        stop=stop,
+    )
+    assert (result.outcome, result.why, result.attempts) == (Outcome.SKIPPED, "changed-412", 1)
+    assert gw.methods() == ["update_task", "fetch_task"]
+    assert stop.error is fatal
+
+
+def test_a_sent_try_then_a_fatal_read_back_is_unknown():
+    # A 5xx may have been applied; every try fails, and the read back meets the deadline.
+    stop = Stop()
+    fatal = DeadlineExceeded("the run's --deadline passed")
+    result, _ = settle(
+        scripted(
+            update_task=[ApiError(503, 20503, "Service Unavailable")],
+            fetch_task=[fatal],
+        ),
+        stop=stop,
+    )
+    assert result.outcome is Outcome.UNKNOWN
+    assert stop.error is fatal

@@ -316,14 +316,17 @@ class Settler:
         return fresh
 
     async def _confirm(self, case: Case, strategy: Strategy, state: _Try) -> ApplyResult | None:
-        """After a try that may have landed: closed if the task shows it, else None."""
+        """After a try that may have landed: closed if the task shows it, else None.
+
+        A fatal error on this read (credentials revoked, the deadline) stops the run, but the
+        write it follows was sent: its result is settled here, never "not attempted"."""
         try:
             fresh = await self._read(case)
-        except FATAL:
-            raise
         except NotFound:
             return None
         except StuckTasksError as error:
+            if isinstance(error, FATAL):
+                self.reads.stop.fail(error)
             if not state.sent:
                 return None  # nothing of ours can have landed: the refusal stands
             return unknown(
@@ -336,11 +339,13 @@ class Settler:
         )
 
     async def _status_after(self, case: Case) -> str | None:
+        """The task's status after a write Twilio accepted: the write is closed whatever this
+        read meets (a fatal error stops the run, and the status after is unknown)."""
         try:
             return (await self._read(case)).status
-        except FATAL:
-            raise
-        except StuckTasksError:
+        except StuckTasksError as error:
+            if isinstance(error, FATAL):
+                self.reads.stop.fail(error)
             return None
 
     def _not_started(self, state: _Try) -> ApplyResult:
