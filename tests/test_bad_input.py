@@ -236,6 +236,21 @@ def test_proxy_settings_from_the_environment_are_honoured(world: World):
     assert bypassed.exit_code == 0, bypassed.stderr
 
 
+def test_a_proxy_password_is_never_shown(world: World, tmp_path):
+    stuck_task(world)
+    port = free_port()
+    audit = tmp_path / "audit.jsonl"
+    result = world.invoke(
+        "--yes", "--deadline", "10s", "--audit-log", str(audit),
+        HTTP_PROXY=f"http://alice:pr0xy-s3cret@127.0.0.1:{port}",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"through proxy 127.0.0.1:{port}" in result.stderr
+    shown = result.stdout + result.stderr + (audit.read_text() if audit.exists() else "")
+    assert "pr0xy-s3cret" not in shown
+    assert "alice" not in shown
+
+
 def test_a_netrc_entry_for_the_api_host_does_not_break_auth(world: World, tmp_path):
     (tmp_path / ".netrc").write_text("machine 127.0.0.1 login someone password something\n")
     result = world.invoke("--dry-run", HOME=str(tmp_path))

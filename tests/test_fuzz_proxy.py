@@ -30,6 +30,7 @@ Shrinking is off: a case is 1-3 readable rules already, and a hang costs ``HARD_
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -329,6 +330,7 @@ class Run:
     final: dict[str, str]  # every task's status in the emulator when the run ended
     unconditional_writes: int  # Task API updates that reached Twilio without If-Match
     exchanges: list[Exchange] = field(default_factory=list)
+    secret_shown: list[str] = field(default_factory=list)  # where the credentials appeared
 
     def applied(self) -> list[str]:
         """What the proxy did, one line per (kind, rule): how often, from which request on."""
@@ -438,6 +440,8 @@ def run_case(case: Case, workdir: Path) -> Run:
                 err = _text(hung.stderr)
             seconds = time.monotonic() - started
         audit_closed, audit_problem = read_closed(audit)
+        audit_text = audit.read_text(encoding="utf-8") if audit.exists() else ""
+        basic = base64.b64encode(f"{world.account_sid}:{world.auth_token}".encode()).decode()
         return Run(
             case=case,
             exit_code=code,
@@ -454,6 +458,11 @@ def run_case(case: Case, workdir: Path) -> Run:
                 for r in world.emu.request_log
             ),
             exchanges=proxy.log,
+            secret_shown=[
+                where
+                for where, text in (("stdout", out), ("stderr", err), ("the audit log", audit_text))
+                if world.auth_token in text or basic in text
+            ],
         )
     finally:
         world.emu.stop()
@@ -484,6 +493,8 @@ def problems(run: Run) -> list[str]:
         found.append(f"{run.unconditional_writes} task updates sent without If-Match")
     found += record_problems(run)
     found += host_problems(run)
+    if run.secret_shown:
+        found.append(f"the credentials appear in {', '.join(run.secret_shown)}")
     return found
 
 
@@ -623,6 +634,8 @@ NAMED_CASES = {
     "an-update-answer-naming-the-old-status": _rule(
         "update_task", Every(2), SetValue(("assignment_status",), "pending")
     ),
+    # An error status on the Account's own body, which holds its auth token (no message).
+    "an-error-status-on-the-account-body": _rule("fetch_account", Always(), Status(500, "keep")),
 }
 
 

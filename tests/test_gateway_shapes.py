@@ -25,7 +25,7 @@ from stuck_tasks.models import Reason
 from stuck_tasks.pacing import header
 from stuck_tasks.ratecontrol import AdaptiveLimiter, Metrics, Stop
 from stuck_tasks.settings import Connection, Credentials
-from stuck_tasks.transport import _KINDS, Transport, request_kind
+from stuck_tasks.transport import _KINDS, Transport, error_from, request_kind
 
 SECONDS = st.datetimes(
     min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
@@ -333,3 +333,41 @@ def test_any_sid_in_a_known_shape_gives_that_shapes_kind(shape: str, sids, metho
 def test_a_header_is_found_whatever_the_case_of_its_name(headers):
     assert header(headers, "Twilio-Concurrent-Requests") == "7"
     assert header(headers, "X-Rate-Limit-Remaining") is None
+
+
+# ------------------------------------------------------------------ error answers never echo secrets
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+BASIC = "QUMxMjM6MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of "AC123:" + TOKEN
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # An error status on the Account's own body (no message): its auth token is not shown.
+        (
+            f'{{"sid": "AC123", "friendly_name": "Acme", "auth_token": "{TOKEN}"}}',
+            "(the answer names no error message)",
+        ),
+        # A proxy's page that echoes the request: the secret and the Authorization header's.
+        (f"<p>Authorization: Basic {BASIC} for {TOKEN}</p>", "<p>Authorization: Basic [secret]"),
+        ('{"code": 20001, "message": "token ' + TOKEN + ' refused"}', "token [secret] refused"),
+        ("", "(empty body)"),
+    ],
+)
+def test_an_error_answer_never_shows_the_credentials(text: str, shown: str):
+    error = error_from(500, text, {}, "fetch_account", secrets=(TOKEN, BASIC))
+    assert shown in error.message
+    assert TOKEN not in str(error)
+    assert BASIC not in str(error)
+    assert TOKEN[:16] not in str(error)  # not half of one either
+
+
+def test_the_transport_knows_its_credentials_as_secrets():
+    creds = Credentials("AC123", TOKEN, "AC123")
+    transport = Transport(
+        Connection(creds), limiter=AdaptiveLimiter(4, metrics=Metrics()), metrics=Metrics(),
+        clock=TwilioClock(), stop=Stop(),
+    )  # fmt: skip
+    assert set(transport._secrets) == {TOKEN, BASIC}
+    assert TOKEN not in repr(transport)

@@ -117,10 +117,22 @@ def twilio_hosts(region: str | None, edge: str | None) -> frozenset[str]:
     return frozenset(f"{product}.{suffix}" for product in PRODUCTS)
 
 
-def error_from(status: int, text: str, headers: Mapping[str, str], kind: str) -> ApiError:
-    """The typed error for an HTTP error answer (Twilio's JSON body, or anything else)."""
+def error_from(
+    status: int,
+    text: str,
+    headers: Mapping[str, str],
+    kind: str,
+    *,
+    secrets: tuple[str, ...] = (),
+) -> ApiError:
+    """The typed error for an HTTP error answer (Twilio's JSON body, or anything else).
+
+    Its message is shown and logged, so it never echoes a resource: a JSON object that names no
+    message (an error status on the Account's own body, which holds its auth token) says so
+    instead, and any other text shown has ``secrets`` (the credentials) blotted out first.
+    """
     code: int | None = None
-    message = " ".join(text.split())[:200] or "(empty body)"
+    message = _blot(text, secrets, 200) or "(empty body)"
     try:
         body = json.loads(text) if len(text) < 65536 else None
     except (ValueError, RecursionError):
@@ -131,7 +143,9 @@ def error_from(status: int, text: str, headers: Mapping[str, str], kind: str) ->
         # RFC 9457 bodies (newer Twilio APIs) say "title"/"detail" instead of "message".
         found = body.get("message") or body.get("detail") or body.get("title")
         if isinstance(found, str) and found.strip():
-            message = " ".join(found.split())[:300]
+            message = _blot(found, secrets, 300)
+        else:
+            message = "(the answer names no error message)"
     cls: type[ApiError] = ApiError
     if status == 403 and code == 70051:
         cls = PermissionDenied
@@ -140,6 +154,20 @@ def error_from(status: int, text: str, headers: Mapping[str, str], kind: str) ->
     elif status == 404:
         cls = NotFound
     return cls(status, code, message, retry_after=retry_after_seconds(headers), kind=kind)
+
+
+def _blot(text: str, secrets: tuple[str, ...], limit: int) -> str:
+    """``text`` with each secret replaced (before it is cut, so no part of one shows), its white
+    space folded, at most ``limit`` characters."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[secret]")
+    return " ".join(text.split())[:limit]
+
+
+def _no_userinfo(url: str) -> str:
+    """A proxy URL's host and port, without the user and password it may carry."""
+    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
@@ -199,6 +227,9 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._hosts = twilio_hosts(connection.region, connection.edge)
+        creds = connection.credentials
+        # Never shown, should an answer echo them (a proxy's error page, a resource's body).
+        self._secrets = (creds.password, _basic_auth(creds.username, creds.password)[6:])
         base = urlsplit(connection.base_url) if connection.base_url else None
         self._base = (base.scheme, base.netloc) if base else None
         self._proxies: dict[tuple[str, str], str | None] = {}
@@ -312,7 +343,9 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
                 # Credentials refused stop every stage, but the error reaches the stage that
                 # asked a loop turn or two later (through asyncio.gather), while this slot goes
                 # to the next request at once: the run stops here first, so nothing new is sent.
-                refused = error_from(status, _decode(body, kind), answer_headers, kind)
+                refused = error_from(
+                    status, _decode(body, kind), answer_headers, kind, secrets=self._secrets
+                )
                 self._stop.fail(refused)
         except (TimeoutError, aiohttp.ClientError) as exc:
             self._metrics.no_answer()
@@ -320,7 +353,7 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
             proxy = self._proxy_for(target)
             shown = host if self._base is None else f"{self._base[1]} (standing in for {host})"
             if proxy:
-                shown += f" through proxy {urlsplit(proxy).netloc}"
+                shown += f" through proxy {_no_userinfo(proxy)}"
             raise _transport_error(exc, shown, self._connection.timeout) from exc
         finally:
             self._limiter.release(
@@ -336,7 +369,7 @@ class Transport(AsyncHttpClient):  # type: ignore[misc]
             raise refused
         text = _decode(body, kind)
         if status >= 400:
-            raise error_from(status, text, answer_headers, kind)
+            raise error_from(status, text, answer_headers, kind, secrets=self._secrets)
         if status >= 300 or status < 200:
             raise BadResponse(f"Twilio answered HTTP {status} to {kind.replace('_', ' ')}")
         return Response(status, text, answer_headers)
