@@ -569,6 +569,25 @@ def closes_every_stuck_task(w: World, stuck: set[str], audit: Path, *args: str) 
     assert {m.task_sid for m in w.emu.mutations} == stuck
 
 
+def test_concurrency_429s_on_routes_that_report_a_budget_still_cut_the_concurrency(
+    tmp_path: Path,
+):
+    # TaskRouter reports each endpoint's budget on every answer, its 429s of the account's
+    # concurrency limit included (with budget left). Those 429s must still cut the limiter:
+    # taken for the pacer's, they left the run at --concurrency 32 against a limit of 4.
+    limited = Faults(
+        latency=0.02,
+        concurrency_limit=4,
+        taskrouter_limits=(("Task-Fetch", 500.0), ("Task-Update", 500.0)),
+    )
+    with world_of(limited) as w:
+        stuck = set(stuck_voice_tasks(w, 60))
+        closes_every_stuck_task(w, stuck, tmp_path / "cut.jsonl", "--concurrency", "32")
+        log = w.emu.request_log
+        refused = [r for r in log if r.status == 429]
+        assert len(refused) <= 0.2 * len(log), (len(refused), len(log))  # before: 37 %
+
+
 def test_an_endpoint_budget_is_kept_at_its_reported_rate_without_a_429(tmp_path: Path):
     # Task-Update at 10/s averaged over 4 s: 40 in any 4 s. Sending the window's 40 at once
     # would leave the Flex UI none of it for 4 s; the tool paces at the reported rate instead,

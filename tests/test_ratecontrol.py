@@ -486,6 +486,26 @@ def test_a_taskrouter_budget_429_is_left_to_the_pacer():
     assert asyncio.run(go()) == (64.0, None)
 
 
+@pytest.mark.parametrize("remaining", ["180", "1", "oops"])
+def test_a_429_on_a_taskrouter_route_with_budget_left_is_the_accounts(remaining: str):
+    # TaskRouter reports its budget on every answer, so a 429 of the account's concurrency
+    # limit on a TaskRouter route carries Remaining too, with room left (or a value that does
+    # not parse): it was not about the endpoint's budget, and the limiter cuts.
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(64, metrics=Metrics(), clock=clock)
+
+    async def go():
+        ticket = await limiter.acquire("fetch_task")
+        limiter.release(
+            ticket,
+            status=429,
+            headers={"X-Rate-Limit-Remaining": remaining, "X-Rate-Limit-Limit": "50"},
+        )
+        return limiter.limit
+
+    assert asyncio.run(go()) == pytest.approx(64 * 0.7)
+
+
 def test_the_rate_cap_recovers_by_about_ten_percent_a_second():
     clock = FakeClock()
     limiter = AdaptiveLimiter(64, metrics=Metrics(), clock=clock)

@@ -73,6 +73,15 @@ def _number(raw: str | None) -> float | None:
     return value if value >= 0 and value == value and value != float("inf") else None
 
 
+def budget_spent(headers: Mapping[str, str] | None) -> bool:
+    """Whether an answer says its endpoint's budget is spent (``X-Rate-Limit-Remaining`` below
+    one). TaskRouter reports the budget on every answer, so a 429 of the account's own limits
+    on a TaskRouter route carries the header too, with room left: that 429 is not the budget's.
+    A value that does not parse says nothing is spent (the limiter then backs off: stricter)."""
+    remaining = _number(header(headers, "X-Rate-Limit-Remaining"))
+    return remaining is not None and remaining < 1
+
+
 @dataclass
 class _Budget:
     rate: float | None = None  # requests per second, from X-Rate-Limit-Limit

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .errors import ApiError, DeadlineExceeded, Stopped, StuckTasksError, TransportError
-from .pacing import Pacer, header
+from .pacing import Pacer, budget_spent, header
 
 T = TypeVar("T")
 # The try number of the request being sent, set by whoever retries it (for --verbose).
@@ -305,9 +305,10 @@ class AdaptiveLimiter:
         self.in_flight -= 1
         self.pacer.answered(ticket.kind, status=status, headers=headers)
         if status == 429:
-            # A 429 that reports TaskRouter's endpoint budget is the pacer's; the account's
-            # limits (concurrency, per second) answer without those headers.
-            if header(headers, "X-Rate-Limit-Remaining") is None:
+            # A 429 whose answer says the TaskRouter endpoint's budget is spent is the pacer's;
+            # any other is the account's limits (concurrency, per second), whose 429s on a
+            # TaskRouter route still carry that endpoint's budget, with room left.
+            if not budget_spent(headers):
                 concurrent = _count(header(headers, "Twilio-Concurrent-Requests"))
                 per_second = concurrent is not None and concurrent <= self._concurrent_ok
                 self._throttled(
