@@ -13,6 +13,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import stuck_tasks_command
@@ -51,10 +52,12 @@ def run_in_terminal(
     keys: bytes | None = None,
     cwd: Path | None = None,
     timeout: float = 90,
+    at_question: Callable[[], None] | None = None,
 ) -> tuple[int, str]:
     """(exit code, screen) of the command on a terminal of ``columns`` columns that is its
     controlling terminal (so Ctrl-C is a SIGINT from the line discipline); ``keys`` are typed
-    at the ``[y/N]`` question."""
+    at the ``[y/N]`` question, after ``at_question`` ran (what happens while a person reads the
+    plan)."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
@@ -96,6 +99,8 @@ def run_in_terminal(
             seen += chunk
             if keys is not None and b"[y/N]" in seen:
                 wait_until_reading_its_terminal(proc.pid)
+                if at_question is not None:
+                    at_question()
                 os.write(controller, keys)
                 keys = None
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import REASON_PREFIX, World, json_out, make_world, stuck_tasks_command
+from emulator_client import TASKROUTER, EmulatorSession
 from stuck_tasks.emulator import Faults
 from terminal import run_in_terminal
 
@@ -156,6 +157,35 @@ def test_confirmation_on_a_terminal_defaults_to_no_and_yes_applies(world: World)
     code, screen = answer("y")
     assert code == 0, screen
     assert world.emu.task(task).status == "completed"
+
+
+def test_a_task_that_changed_while_the_plan_was_read_is_skipped_not_overwritten(
+    world: World, tmp_path
+):
+    # While the operator reads the plan, an agent updates one task in a way its status and its
+    # evidence do not show (its priority): its ETag moves. It is skipped, the other is closed.
+    changed, _ = voice(world, "assigned")
+    other, _ = voice(world, "pending")
+    agent = EmulatorSession(world.emu.base_url, (world.account_sid, world.auth_token))
+
+    def an_agent_updates_it() -> None:
+        url = f"{TASKROUTER}/v1/Workspaces/{world.workspace_sid}/Tasks/{changed}"
+        assert agent.post(url, data={"Priority": "5"}).status_code == 200
+
+    audit = tmp_path / "audit.jsonl"
+    code, screen = run_in_terminal(
+        ["--audit-log", str(audit)],
+        world.process_env(),
+        keys=b"y\r",
+        at_question=an_agent_updates_it,
+    )
+    assert code == 0, screen
+    assert world.emu.task(changed).status == "assigned"
+    assert world.emu.task(other).status == "canceled"
+    lines = {line["task_sid"]: line for line in map(json.loads, audit.read_text().splitlines())
+             if line.get("type") == "task"}  # fmt: skip
+    assert (lines[changed]["outcome"], lines[changed]["why"]) == ("skipped", "changed-since-read")
+    assert lines[other]["outcome"] == "closed"
 
 
 # ------------------------------------------------------------------ workspaces and credentials

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
-from fakes import WS, FakeGateway, scripted, sid, voice_task
+from fakes import NOW, WS, FakeGateway, scripted, sid, voice_task
 from stuck_tasks.errors import (
     ApiError,
     AuthError,
@@ -216,14 +217,40 @@ def test_the_task_changed_before_a_confirmed_plan_is_applied_is_skipped():
     assert gw.methods() == ["fetch_task"]
 
 
-def test_fresh_first_uses_the_new_etag():
+def test_fresh_first_writes_when_the_task_is_as_it_was_decided():
     task = voice_task(1)
     result, gw = settle(
-        scripted(fetch_task=[replace(task, etag="7")], update_task=[Written("canceled", "8")]),
-        fresh_first=True,
+        scripted(fetch_task=[task], update_task=[Written("canceled", "8")]), fresh_first=True
     )
     assert result.outcome is Outcome.CLOSED
-    assert gw.calls[1].args["if_match"] == "7"
+    assert gw.calls[1].args["if_match"] == task.etag
+
+
+def test_a_task_that_changed_in_any_way_since_it_was_decided_is_skipped_not_written():
+    # Minutes passed between the plan and its confirmation, and the task changed (its ETag) in
+    # a way the status and the evidence do not show: an agent updated a wrapping task that was
+    # judged abandoned on its date_updated, say. Writing with the fresh ETag would overwrite it.
+    task = voice_task(1, "assigned")
+    later = NOW - timedelta(seconds=5)
+    fresh = replace(task, etag="7", date_updated=later)
+    result, gw = settle(scripted(fetch_task=[fresh]), case(task, Action.COMPLETE), fresh_first=True)
+    assert (result.outcome, result.why) == (Outcome.SKIPPED, "changed-since-read")
+    assert gw.methods() == ["fetch_task"]
+
+
+def test_a_listed_task_without_an_etag_that_changed_since_its_row_is_skipped():
+    task = replace(voice_task(1), etag=None)
+    fresh = replace(task, etag="4", date_updated=NOW - timedelta(seconds=5))
+    result, gw = settle(scripted(fetch_task=[fresh]), case(task))
+    assert (result.outcome, result.why) == (Outcome.SKIPPED, "changed-since-read")
+    assert gw.methods() == ["fetch_task"]
+
+
+def test_an_interaction_write_is_skipped_when_the_task_changed_before_it():
+    the_case = messaging_case()
+    result, gw = settle(scripted(fetch_task=[replace(the_case.task, etag="8")]), the_case)
+    assert (result.outcome, result.why) == (Outcome.SKIPPED, "changed-since-read")
+    assert gw.methods() == ["fetch_task"]
 
 
 def test_a_task_gone_before_the_write_is_skipped():

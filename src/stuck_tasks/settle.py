@@ -198,7 +198,7 @@ class Settler:
         tries = Tries()
         while True:
             if etag is None or strategy.read_each_attempt:
-                fresh = await self._reread(case, strategy, state)
+                fresh = await self._reread(case, strategy, state, decided_on=rechecked)
                 if isinstance(fresh, ApplyResult):
                     return fresh
                 if not rechecked and not state.sent:
@@ -287,9 +287,16 @@ class Settler:
         )
 
     async def _reread(
-        self, case: Case, strategy: Strategy, state: _Try
+        self, case: Case, strategy: Strategy, state: _Try, *, decided_on: bool
     ) -> TaskRecord | ApplyResult:
-        """Read the task before (re)writing: the fresh record, or the settled result."""
+        """Read the task before (re)writing: the fresh record, or the settled result.
+
+        ``decided_on``: the case's decision was made on ``case.task`` (not yet to be re-decided
+        on this read, as a saved plan's is). Before anything is sent, a task that changed since
+        then in any way is skipped: its ETag (or, for a listed row without one, its
+        ``date_updated``) moved. The status and the evidence are not all a decision reads (an
+        abandoned wrap-up is judged on ``date_updated``), and writing with the fresh ETag would
+        overwrite whatever changed."""
         task = case.task
         try:
             fresh = await self._read(case)
@@ -313,6 +320,10 @@ class Settler:
             )
         if fresh.refs != task.refs or fresh.attributes_problem != task.attributes_problem:
             return skip("attributes-changed", "the task's evidence changed", state.attempts)
+        if decided_on and not state.sent and _changed(task, fresh):
+            return skip(
+                "changed-since-read", "the task changed since it was examined", state.attempts
+            )
         return fresh
 
     async def _confirm(self, case: Case, strategy: Strategy, state: _Try) -> ApplyResult | None:
@@ -364,6 +375,13 @@ class Settler:
         return ApplyResult(
             Outcome.NOT_ATTEMPTED, "stopped-by-error", detail, attempts=state.attempts
         )
+
+
+def _changed(decided: TaskRecord, fresh: TaskRecord) -> bool:
+    """Whether ``fresh`` is another version of the task than the one decided on."""
+    if decided.etag is not None:
+        return fresh.etag != decided.etag
+    return decided.date_updated is not None and fresh.date_updated != decided.date_updated
 
 
 @dataclass
