@@ -196,3 +196,42 @@ def test_signals_fall_back_to_signal_signal_where_the_loop_has_no_handlers():
         runner.run(main())
     assert seen == ["stop"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+class SignalAfterPhase(Display):
+    """A display whose ``clear`` (called as a phase ends, its signal handlers already put back)
+    raises SIGINT at the end of phase ``n``: a Ctrl-C in the moment between phases."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(io.StringIO(), quiet=True, tty=False, width=None)
+        self.phases, self.n = 0, n
+
+    def clear(self) -> None:
+        super().clear()
+        self.phases += 1
+        if self.phases == self.n:
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_a_signal_between_phases_is_noted_and_the_record_of_the_writes_kept(tmp_path):
+    # The --yes run's second phase (plan and apply) closed every task, then a Ctrl-C came as
+    # it ended: the run must end with its true summary and footer, not a KeyboardInterrupt that
+    # the command line reports as "interrupted; nothing was changed".
+    tasks = workspace()
+    gw = FakeGateway(tasks.handler())
+    run = Run(
+        settings(tmp_path, assume_yes=True),
+        SignalAfterPhase(2),
+        open_gateway=lambda *a, **k: gw.opener(),
+    )
+    try:
+        result = run.execute()
+    except KeyboardInterrupt:
+        pytest.fail("a signal between phases escaped as KeyboardInterrupt")
+    assert isinstance(result, RunResult)
+    assert result.document["closed"] == 12 == len(tasks.writes)
+    lines = audit(tmp_path)
+    assert lines[-1]["type"] == "footer"
+    assert sum(x.get("outcome") == "closed" for x in lines) == 12
+    assert run.stop.requested  # noted: nothing new would start
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # and put back

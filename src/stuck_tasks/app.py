@@ -18,7 +18,7 @@ import contextlib
 import enum
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,6 +125,24 @@ def catch_signals(
     return restore
 
 
+def note_signals(handler: Callable[[], None], signals: tuple[int, ...]) -> Callable[[], None]:
+    """Route ``signals`` to ``handler`` with ``signal.signal`` (no loop is running); returns a
+    function that undoes it. Outside the main thread Python sets no handlers: nothing is done."""
+    installed: list[tuple[int, Any]] = []
+    for sig in signals:
+        try:
+            before = signal.signal(sig, lambda _s, _f: handler())
+        except ValueError:  # not the main thread
+            continue
+        installed.append((sig, signal.SIG_DFL if before is None else before))
+
+    def restore() -> None:
+        for sig, before in reversed(installed):
+            signal.signal(sig, before)
+
+    return restore
+
+
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
@@ -148,6 +166,7 @@ class Run:
         self.stop = Stop()
         self.limiter = AdaptiveLimiter(settings.concurrency, metrics=self.metrics, start=SLOW_START)
         self._signals = signals
+        self._presses = 0  # stop signals so far: the first stops new work, the next aborts
         self._started = time.monotonic()
         self._active = 0.0  # seconds spent in phases (time at the question excluded)
         self._phase_started: float | None = None
@@ -182,22 +201,7 @@ class Run:
         done: list[T] = []
 
         async def main() -> None:
-            loop = asyncio.get_running_loop()
-            presses = 0
-
-            def on_signal() -> None:
-                nonlocal presses
-                presses += 1
-                if presses == 1:
-                    self.stop.interrupt()
-                    self.display.notice(
-                        "\nStopping: no new work starts, in-flight requests settle. "
-                        "Press Ctrl-C again to stop at once."
-                    )
-                else:
-                    self.stop.abort()
-
-            restore = catch_signals(loop, on_signal, self._signals)
+            restore = catch_signals(asyncio.get_running_loop(), self._on_signal, self._signals)
             ticker = asyncio.create_task(self._tick())
             try:
                 done.append(await body())
@@ -214,6 +218,30 @@ class Run:
         finally:
             self._active += time.monotonic() - self._phase_started
             self._phase_started = None
+
+    def _on_signal(self) -> None:
+        self._presses += 1
+        if self._presses == 1:
+            self.stop.interrupt()
+            self.display.notice(
+                "\nStopping: no new work starts, in-flight requests settle. "
+                "Press Ctrl-C again to stop at once."
+            )
+        else:
+            self.stop.abort()
+
+    @contextlib.contextmanager
+    def _signals_noted(self) -> Iterator[None]:
+        """Between phases too, a signal is noted, never raised: a KeyboardInterrupt as a phase
+        ends (its event loop's handlers already put back) or while the summary is made would
+        lose that phase's results, writes already made included, and the command line would say
+        "nothing was changed". A noted stop lets no new work start. The question is asked
+        outside, with Python's own handling of Ctrl-C."""
+        restore = note_signals(self._on_signal, self._signals)
+        try:
+            yield
+        finally:
+            restore()
 
     def active_seconds(self) -> float:
         running = time.monotonic() - self._phase_started if self._phase_started else 0.0
@@ -375,6 +403,10 @@ class Run:
     def execute(self) -> Question | RunResult:
         """Up to the question, or to the end. ``ConfigError``/``AuthError`` before anything was
         examined are raised: one line is then the whole story."""
+        with self._signals_noted():
+            return self._execute()
+
+    def _execute(self) -> Question | RunResult:
         s = self.settings
         if s.apply_plan is not None:
             self.saved = planfile.load(s.apply_plan)
@@ -444,6 +476,10 @@ class Run:
 
     def answer(self, answer: Answer) -> RunResult:
         """Carry on after the question."""
+        with self._signals_noted():
+            return self._answer(answer)
+
+    def _answer(self, answer: Answer) -> RunResult:
         assert self._plan is not None
         if answer is Answer.YES:
             return self._apply(self._plan.to_close, evidence=self.saved is not None)
