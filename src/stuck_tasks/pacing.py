@@ -88,8 +88,10 @@ class _Budget:
     window: float = DEFAULT_WINDOW
     remaining: float | None = None  # from the newest answer
     others: float = 0.0  # budget used by others at the newest answer
-    ours: deque[float] = field(default_factory=deque)  # arrival times of our admitted requests
+    # When our requests' answers arrived: the admitted ones, and the refused ones (``answered``).
+    ours: deque[float] = field(default_factory=deque)
     last_probe: float = 0.0
+    refused: int = 0  # budget 429s since our last admitted request
     tokens: float | None = None  # sends allowed now by the pace (None until the rate is known)
     refilled_at: float = 0.0
 
@@ -111,6 +113,14 @@ class _Budget:
         if self.tokens >= 1.0 - 1e-9:  # (a refill to exactly 1 can come out a hair short)
             return 0.0
         return max(0.001, (1.0 - self.tokens) / self.pace)
+
+    def probe_every(self, base: float) -> float:
+        """Seconds between probes while the budget is spent: ``base`` after the first refusal,
+        doubling with each further one, at most a window. Whether Twilio counts a refused
+        request in its average is unpublished; if it does, probes at the rate would keep the
+        window full of our own refusals (and the Flex UI out) until --deadline, while sparser
+        ones let it drain. If it does not, the price is at most a window's wait, once."""
+        return min(self.window, base * 2.0 ** min(max(self.refused - 1, 0), 16))
 
     def ours_within(self, now: float) -> int:
         while self.ours and self.ours[0] <= now - self.window:
@@ -140,18 +150,23 @@ class Pacer:
                 return 0.0
             if in_flight:
                 return _PROBE  # an answer on its way will tell more
-            wait = budget.last_probe + _PROBE - now
+            wait = budget.last_probe + budget.probe_every(_PROBE) - now
             return max(0.0, wait)
         pace = budget.pace_wait(now)
         room = budget.rate * budget.window - budget.others - budget.ours_within(now) - in_flight
         if room >= 1 + MARGIN:
             return pace
         if budget.ours:
-            return max(pace, 0.001, budget.ours[0] + budget.window - now)
+            # When our oldest request leaves the window; after refusals, sparser still (the
+            # window may hold more than Remaining's 0 says, if refusals are counted).
+            backoff = (
+                budget.last_probe + budget.probe_every(1.0 / budget.pace) if budget.refused else 0
+            )
+            return max(pace, 0.001, budget.ours[0] + budget.window - now, backoff - now)
         # The room is taken by others and none of ours is in the window, so no answer is on its
-        # way to say when it frees: probe at the pace (0 once the probe is due; a floor above 0
-        # here would hold the request until --deadline).
-        return max(pace, budget.last_probe + 1.0 / budget.pace - now, 0.0)
+        # way to say when it frees: probe at the pace, sparser while probes are refused (0 once
+        # the probe is due; a floor above 0 here would hold the request until --deadline).
+        return max(pace, budget.last_probe + budget.probe_every(1.0 / budget.pace) - now, 0.0)
 
     def sending(self, kind: str) -> None:
         self._in_flight[kind] += 1
@@ -175,8 +190,15 @@ class Pacer:
         now = self._clock()
         if status is not None and status != 429:
             budget.ours.append(now)
+            budget.refused = 0
         if remaining is None:
             return
+        if status == 429 and remaining < 1:
+            # Whether Twilio counts a refused request in its average is unpublished: ours is
+            # taken to hold a unit of the window too (else, if it does, the next request would
+            # go when our oldest admitted one leaves, into a window our refusals still fill).
+            budget.refused += 1
+            budget.ours.append(now)
         rate = _number(header(headers, "X-Rate-Limit-Limit"))
         if rate:
             if budget.rate is not None:

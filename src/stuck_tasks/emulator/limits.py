@@ -10,8 +10,10 @@ names one limit by ``namespace`` (the WS… SID) and ``resource_key`` (e.g.
 
 Averaging over the window is modelled as its strictest reading: at most ``floor(rate × window)``
 requests of one (workspace, resource key) are admitted in any ``window``-second interval, with no
-extra burst. A request past that budget is answered 429 and, like Twilio's 429s, is neither
-processed nor counted.
+extra burst. A request past that budget is answered 429 and, like Twilio's 429s, is not
+processed. Whether Twilio counts a refused request in its average is unpublished, so it is
+counted (the stricter reading): a client that keeps asking at the rate keeps the window full,
+for itself and for everyone else who shares the budget.
 """
 
 from __future__ import annotations
@@ -145,13 +147,13 @@ class SlidingWindows:
         return stamps
 
     def admit(self, limit: Limit) -> int | None:
-        """Count the request and return the requests still admissible after it, or None (429)."""
+        """Count the request and return the requests still admissible after it, or None (429):
+        a refused request is counted too (see above)."""
         now = self._clock()
         stamps = self._live(limit, now)
-        if len(stamps) >= limit.budget:
-            return None
+        refused = len(stamps) >= limit.budget
         stamps.append(now)
-        return limit.budget - len(stamps)
+        return None if refused else limit.budget - len(stamps)
 
     def remaining(self, limit: Limit) -> int:
         """Requests admissible now, counting nothing."""
