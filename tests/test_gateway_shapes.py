@@ -361,13 +361,3 @@ def test_an_error_answer_never_shows_the_credentials(text: str, shown: str):
     assert TOKEN not in str(error)
     assert BASIC not in str(error)
     assert TOKEN[:16] not in str(error)  # not half of one either
-
-
-def test_the_transport_knows_its_credentials_as_secrets():
-    creds = Credentials("AC123", TOKEN, "AC123")
-    transport = Transport(
-        Connection(creds), limiter=AdaptiveLimiter(4, metrics=Metrics()), metrics=Metrics(),
-        clock=TwilioClock(), stop=Stop(),
-    )  # fmt: skip
-    assert set(transport._secrets) == {TOKEN, BASIC}
-    assert TOKEN not in repr(transport)

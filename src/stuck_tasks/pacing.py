@@ -78,7 +78,10 @@ def budget_spent(headers: Mapping[str, str] | None) -> bool:
     one). TaskRouter reports the budget on every answer, so a 429 of the account's own limits
     on a TaskRouter route carries the header too, with room left: that 429 is not the budget's.
     A value that does not parse says nothing is spent (the limiter then backs off: stricter)."""
-    remaining = _number(header(headers, "X-Rate-Limit-Remaining"))
+    return _spent(_number(header(headers, "X-Rate-Limit-Remaining")))
+
+
+def _spent(remaining: float | None) -> bool:
     return remaining is not None and remaining < 1
 
 
@@ -193,7 +196,7 @@ class Pacer:
             budget.refused = 0
         if remaining is None:
             return
-        if status == 429 and remaining < 1:
+        if status == 429 and _spent(remaining):
             # Whether Twilio counts a refused request in its average is unpublished: ours is
             # taken to hold a unit of the window too (else, if it does, the next request would
             # go when our oldest admitted one leaves, into a window our refusals still fill).
